@@ -1,0 +1,127 @@
+"""Small models shared by the chapters: a multilayer perceptron as a pure function on a pytree.
+
+Parameters are a dict ``{"layer1": {"w": (d_in, d_out), "b": (d_out,)}, "layer2": ...}`` so that
+the layerwise eNTK's default groups (``helpers.ntk.layerwise_entk``) are the layers.
+
+Two parametrisations (seed 003):
+
+* ``"ntk"``: weights drawn N(0, 1), pre-activations scaled by ``1/sqrt(fan_in)`` in the
+  forward pass. The kernel converges as the width grows and moves by O(1/sqrt(width)).
+* ``"standard"``: weights drawn N(0, 1/fan_in), no scaling in the forward pass. Same function
+  at initialisation, different gradient scales.
+
+``output_scale`` multiplies the last layer's output (a small value or a mean-field
+``1/sqrt(width)`` factor pushes training out of the lazy regime).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["ACTIVATIONS", "mlp_init", "mlp_apply", "make_mlp"]
+
+ACTIVATIONS: dict[str, Callable] = {
+    "tanh": jnp.tanh,
+    "relu": jax.nn.relu,
+    "gelu": jax.nn.gelu,
+    "softplus": jax.nn.softplus,
+    "sin": jnp.sin,
+    "quadratic": jnp.square,
+    "linear": lambda h: h,
+}
+
+
+def _check_sizes(sizes: Sequence[int]) -> list[int]:
+    sizes = list(sizes)
+    if len(sizes) < 2 or any(not isinstance(s, (int, np.integer)) or isinstance(s, bool) or s < 1 for s in sizes):
+        raise ValueError(f"sizes must be >= 2 positive integers (input, hidden..., output); got {sizes}")
+    return [int(s) for s in sizes]
+
+
+def mlp_init(
+    key: jax.Array,
+    sizes: Sequence[int],
+    *,
+    parametrization: str = "ntk",
+    bias: bool = True,
+    dtype=jnp.float32,
+) -> dict:
+    """Random MLP parameters.
+
+    Args:
+        key: PRNG key.
+        sizes: ``[d_in, hidden_1, ..., d_out]``.
+        parametrization: ``"ntk"`` (N(0, 1) weights) or ``"standard"`` (N(0, 1/fan_in)).
+        bias: include biases, drawn N(0, 0.1^2) (small but nonzero, so that the bias
+            directions of the kernel are not degenerate at initialisation).
+
+    Returns:
+        dict ``{"layer1": {"w": (d0, d1), "b": (d1,)}, ...}``.
+    """
+    sizes = _check_sizes(sizes)
+    if parametrization not in ("ntk", "standard"):
+        raise ValueError(f"parametrization must be 'ntk' or 'standard'; got {parametrization!r}")
+    params = {}
+    keys = jax.random.split(key, 2 * (len(sizes) - 1))
+    for layer, (d_in, d_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        w = jax.random.normal(keys[2 * layer], (d_in, d_out), dtype)
+        if parametrization == "standard":
+            w = w / jnp.sqrt(d_in)
+        entry = {"w": w}
+        if bias:
+            entry["b"] = 0.1 * jax.random.normal(keys[2 * layer + 1], (d_out,), dtype)
+        params[f"layer{layer + 1}"] = entry
+    return params
+
+
+def mlp_apply(
+    params: dict,
+    x: jnp.ndarray,
+    *,
+    activation: str = "tanh",
+    parametrization: str = "ntk",
+    output_scale: float = 1.0,
+) -> jnp.ndarray:
+    """Forward pass ``x (N, d_in) -> (N, d_out)``; the activation acts on every hidden layer."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}; got {activation!r}")
+    if parametrization not in ("ntk", "standard"):
+        raise ValueError(f"parametrization must be 'ntk' or 'standard'; got {parametrization!r}")
+    act = ACTIVATIONS[activation]
+    names = sorted(params, key=lambda s: int(s.removeprefix("layer")))
+    h = x
+    for i, name in enumerate(names):
+        layer = params[name]
+        w = layer["w"]
+        if h.shape[-1] != w.shape[0]:
+            raise ValueError(f"x has {h.shape[-1]} features at {name}, but {name}.w expects {w.shape[0]}")
+        scale = 1.0 / jnp.sqrt(w.shape[0]) if parametrization == "ntk" else 1.0
+        h = scale * (h @ w)
+        if "b" in layer:
+            h = h + layer["b"]
+        if i < len(names) - 1:
+            h = act(h)
+    return output_scale * h
+
+
+def make_mlp(
+    sizes: Sequence[int],
+    *,
+    key: jax.Array,
+    activation: str = "tanh",
+    parametrization: str = "ntk",
+    bias: bool = True,
+    output_scale: float = 1.0,
+    dtype=jnp.float32,
+) -> tuple[Callable, dict]:
+    """Return ``(f, params)`` with ``f(params, x) -> (N, d_out)``, ready for ``helpers.ntk``."""
+    params = mlp_init(key, sizes, parametrization=parametrization, bias=bias, dtype=dtype)
+
+    def f(p, x):
+        return mlp_apply(p, x, activation=activation, parametrization=parametrization, output_scale=output_scale)
+
+    return f, params

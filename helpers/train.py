@@ -1,0 +1,120 @@
+"""A small, jitted optax training loop with a recorded history, shared by the chapters.
+
+``train`` runs ``steps`` full-batch (or caller-batched) optimiser updates of ``loss_fn(params)``
+with any optax ``GradientTransformation`` and returns the final parameters together with
+parameter snapshots and scalar metrics at the requested steps. The inner loop between two
+recorded steps is one ``jax.lax.scan``, so recording is cheap and training is fast.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+__all__ = ["History", "train"]
+
+
+@dataclass
+class History:
+    """What ``train`` recorded.
+
+    Attributes:
+        steps: ``(R,)`` the step counts at which snapshots were taken (0 = before training).
+        params: list of ``R`` parameter pytrees (numpy leaves), one per recorded step.
+        metrics: dict name -> ``(R,)`` array, each metric evaluated on the snapshot.
+    """
+
+    steps: np.ndarray
+    params: list = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+
+
+def _record_points(steps: int, record_every: int | None, record_at: Sequence[int] | None) -> np.ndarray:
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
+        raise ValueError(f"steps must be a non-negative integer; got {steps!r}")
+    points = {0, int(steps)}
+    if record_every is not None:
+        if record_every < 1:
+            raise ValueError(f"record_every must be a positive integer; got {record_every}")
+        points.update(range(0, steps + 1, record_every))
+    if record_at is not None:
+        bad = [s for s in record_at if not 0 <= int(s) <= steps]
+        if bad:
+            raise ValueError(f"record_at entries must lie in [0, {steps}]; got {bad}")
+        points.update(int(s) for s in record_at)
+    return np.array(sorted(points))
+
+
+def train(
+    loss_fn: Callable[[Any], jnp.ndarray],
+    params: Any,
+    optimizer: optax.GradientTransformation,
+    steps: int,
+    *,
+    record_every: int | None = None,
+    record_at: Sequence[int] | None = None,
+    metrics: dict[str, Callable[[Any], Any]] | None = None,
+    keep_params: bool = True,
+    progress: bool | None = None,
+) -> tuple[Any, History]:
+    """Minimise ``loss_fn(params)`` with ``optimizer`` for ``steps`` steps.
+
+    Args:
+        loss_fn: scalar loss of the parameters (the batch is closed over: full-batch training).
+        params: initial parameter pytree.
+        optimizer: an optax ``GradientTransformation`` (e.g. ``optax.adamw(0.05, 0.01)``).
+        steps: number of updates.
+        record_every / record_at: the steps at which to snapshot (0 and ``steps`` always are).
+        metrics: dict name -> function of params returning a scalar, evaluated at snapshots
+            (``"loss"`` is always recorded).
+        keep_params: store the parameter snapshots in the history.
+        progress: print one progress line per snapshot to stderr; defaults to True only in an
+            interactive session (never under nbval / nbconvert, where output is compared).
+
+    Returns:
+        ``(final_params, History)``.
+    """
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable as loss_fn(params) -> scalar; got {type(loss_fn).__name__}")
+    if not isinstance(optimizer, optax.GradientTransformation):
+        raise TypeError(f"optimizer must be an optax.GradientTransformation; got {type(optimizer).__name__}")
+    points = _record_points(steps, record_every, record_at)
+    if progress is None:
+        progress = bool(getattr(sys, "ps1", None)) or (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
+    metric_fns = {"loss": loss_fn, **(metrics or {})}
+    evaluate = jax.jit(lambda p: {k: fn(p) for k, fn in metric_fns.items()})
+    opt_state = optimizer.init(params)
+
+    def one_step(carry, _):
+        p, s = carry
+        grads = jax.grad(loss_fn)(p)
+        updates, s = optimizer.update(grads, s, p)
+        return (optax.apply_updates(p, updates), s), None
+
+    run = jax.jit(lambda p, s, n: jax.lax.scan(one_step, (p, s), None, length=n)[0], static_argnums=2)
+
+    history = History(steps=points, metrics={k: [] for k in metric_fns})
+    t0, done = time.time(), 0
+    for point in points:
+        if point > done:
+            params, opt_state = run(params, opt_state, int(point - done))
+            done = int(point)
+        values = evaluate(params)
+        for k, v in values.items():
+            history.metrics[k].append(float(v))
+        if keep_params:
+            history.params.append(jax.tree_util.tree_map(np.asarray, params))
+        if progress:
+            print(
+                f"step {done:6d}/{steps}  loss {history.metrics['loss'][-1]:.4g}  ({time.time() - t0:.1f}s)",
+                file=sys.stderr,
+            )
+    history.metrics = {k: np.asarray(v) for k, v in history.metrics.items()}
+    return params, history
