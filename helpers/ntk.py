@@ -518,21 +518,23 @@ def find_cliffs(
     *,
     min_ratio: float = 1.5,
     prominence: float = 5.0,
+    window: int = 10,
     top: int | None = None,
     rel_floor: float = 1e-9,
 ) -> np.ndarray:
     """Positions of the spectral cliffs of a descending spectrum.
 
     A *cliff* (seed 002 §2) is a large drop between consecutive ordered eigenvalues. The
-    position ``k`` of a cliff is the number of eigenvalues above the drop (so a cliff of a
-    constant mode followed by a block of 56 sits at ``k = 1`` and ``k = 57``).
+    position ``k`` of a cliff is the number of eigenvalues above the drop (so a constant mode
+    followed by a block of 56 eigenvalues gives cliffs at ``k = 1`` and ``k = 57``).
 
-    Criterion. Let ``d_k = log(lambda_k / lambda_{k+1})`` for all eigenvalues above
+    Criterion. Let ``d_k = log(lambda_k / lambda_{k+1})`` for the eigenvalues above
     ``rel_floor * lambda_1`` (below that they are numerical zeros: the drop into the null space
     is a rank effect, not a cliff, and is never reported). ``k`` is a cliff when
 
-    * ``lambda_k / lambda_{k+1} >= min_ratio``, and
-    * ``d_k >= prominence * median(d)``: the drop stands out from the typical decay.
+    * ``lambda_k / lambda_{k+1} >= min_ratio`` (the drop is large in absolute terms), and
+    * ``d_k >= prominence * median(d_j : 0 < |j - k| <= window)`` (it stands out from the
+      drops around it, so the smooth head of a power law is not a cliff).
 
     With ``top=m`` the criterion is replaced by "the m largest drops" (returned in increasing
     ``k``), the measurement used in the book's reproductions.
@@ -542,6 +544,8 @@ def find_cliffs(
     """
     if min_ratio <= 1:
         raise ValueError(f"min_ratio must exceed 1 (a ratio of consecutive eigenvalues); got {min_ratio}")
+    if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1:
+        raise ValueError(f"window must be a positive integer; got {window!r}")
     ratios = drop_ratios(eigenvalues, rel_floor=rel_floor)
     valid = np.isfinite(ratios)
     d = np.where(valid, np.log(np.where(valid, ratios, 1.0)), -np.inf)
@@ -553,11 +557,16 @@ def find_cliffs(
             raise ValueError(f"top = {top} exceeds the {n_valid} drops between nonzero eigenvalues")
         ks = np.argsort(-d, kind="stable")[:top] + 1
         return np.sort(ks)
-    if not valid.any():
-        return np.array([], dtype=int)
-    typical = np.median(d[valid])
-    keep = valid & (d >= math.log(min_ratio)) & (d >= prominence * max(typical, 0.0))
-    return np.flatnonzero(keep) + 1
+    cliffs = []
+    idx = np.flatnonzero(valid)
+    for k in idx:
+        if d[k] < math.log(min_ratio):
+            continue
+        around = idx[(np.abs(idx - k) <= window) & (idx != k)]
+        local = np.median(d[around]) if around.size else 0.0
+        if d[k] >= prominence * max(local, 0.0):
+            cliffs.append(k + 1)
+    return np.array(cliffs, dtype=int)
 
 
 # ----------------------------------------------------------------------------------------
