@@ -36,6 +36,8 @@ import numpy as np
 import scipy.linalg
 from jax.flatten_util import ravel_pytree
 
+from . import curvature as _curvature
+
 __all__ = [
     "check_covariance",
     "g_matrix",
@@ -440,9 +442,8 @@ def gradient_covariance(per_example_gradients: Any) -> np.ndarray:
     g = _matrix(per_example_gradients, "per_example_gradients")
     if g.shape[0] < 2:
         raise ValueError(f"per_example_gradients needs at least 2 examples (rows); got shape {g.shape}")
-    gc = g - g.mean(axis=0)
-    C = gc.T @ gc / g.shape[0]
-    return (C + C.T) / 2
+    # one implementation of C for the whole book: helpers.curvature (the Gauss-Newton chapter)
+    return _curvature.gradient_covariance(g)
 
 
 def adam_metric(covariance: Any, second_moment: Any, *, eps: float = 1e-8) -> np.ndarray:
