@@ -26,6 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.sparse.linalg import LinearOperator, eigsh
 
+from . import structured as _structured
+
 __all__ = [
     "entk",
     "class_mean_entk",
@@ -45,6 +47,35 @@ __all__ = [
 
 # Default memory budget for one block of per-example Jacobians (bytes).
 _DEFAULT_BLOCK_BYTES = 256 * 2**20
+
+# How entk / class_mean_entk / layerwise_entk compute the kernel:
+#   "structured": the factorised eNTK of helpers.structured (Theta^l = (a.a') B B'^T per dense
+#                 layer, seed 000 §7), per-example Jacobians only for the leaves it cannot place;
+#   "generic":    per-example Jacobians of all parameters, contracted over parameters;
+#   "auto":       "structured" when the model has at least one dense parameter leaf, else
+#                 "generic" (also "generic" if the structured path fails on an exotic model).
+# All three give the same kernel to float tolerance.
+_METHODS = ("auto", "structured", "generic")
+
+
+def _structured_or_none(f, params, x1, x2, same, labels, collapse, block_bytes, method):
+    """The kernels by the structured path, or None when the generic path should run."""
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {_METHODS}; got {method!r}")
+    if method == "generic":
+        return None
+    if method == "structured":
+        return _structured.structured_kernels(
+            f, params, x1, None if same else x2, labels=labels, collapse=collapse, block_bytes=block_bytes
+        )
+    try:
+        if not _structured.cached_plan(f, params, x1).dense:
+            return None
+        return _structured.structured_kernels(
+            f, params, x1, None if same else x2, labels=labels, collapse=collapse, block_bytes=block_bytes
+        )
+    except Exception:  # an exotic model the analysis did not foresee: the generic path is exact
+        return None
 
 
 # ----------------------------------------------------------------------------------------
@@ -199,6 +230,7 @@ def entk(
     x2: Any = None,
     *,
     block_bytes: int = _DEFAULT_BLOCK_BYTES,
+    method: str = "auto",
 ) -> np.ndarray:
     """The full empirical NTK.
 
@@ -208,6 +240,11 @@ def entk(
         x1: inputs, ``(N1, ...)``.
         x2: inputs, ``(N2, ...)`` with the same feature shape; ``None`` means ``x1``.
         block_bytes: memory budget for one chunk of per-example Jacobians.
+        method: ``"auto"`` (default), ``"structured"`` (the factorised eNTK of
+            ``helpers.structured``: dense layers cost ``(a.a') B B'^T``, no parameter-sized
+            contraction) or ``"generic"`` (per-example Jacobians contracted over parameters).
+            Same kernel to float tolerance; ``"auto"`` picks ``"structured"`` when the model
+            has dense layers.
 
     Returns:
         ``(N1, N2, C, C)`` with ``K[n, m, i, j] = sum_mu df_i(x1_n)/dtheta_mu df_j(x2_m)/dtheta_mu``
@@ -215,7 +252,15 @@ def entk(
     """
     same = x2 is None
     x1, x2, c = _validate(f, params, x1, x2)
-    contract = lambda j1, j2: jnp.einsum("aip,bjp->abij", j1, j2)
+    fast = _structured_or_none(f, params, x1, x2, same, None, None, block_bytes, method)
+    if fast is not None:
+        return fast[None]
+    def contract(j1, j2):
+        # one plain matrix product over parameters: (a*i, P) @ (P, b*j), then reorder the axes
+        n1, n2 = j1.shape[0], j2.shape[0]
+        k = j1.reshape(n1 * c, -1) @ j2.reshape(n2 * c, -1).T
+        return k.reshape(n1, c, n2, c).transpose(0, 2, 1, 3)
+
     return _block_kernels(
         f, params, x1, x2, same, contract, (x1.shape[0], x2.shape[0], c, c), c, block_bytes
     )
@@ -228,19 +273,27 @@ def class_mean_entk(
     x2: Any = None,
     *,
     block_bytes: int = _DEFAULT_BLOCK_BYTES,
+    method: str = "auto",
 ) -> np.ndarray:
     """The class-mean eNTK ``(1/C) sum_i K_ii(x, x')`` without forming the full kernel.
 
     Equal to ``class_mean(entk(f, params, x1, x2))`` but needs only ``(N1, N2)`` memory for
     the result and one chunk of Jacobians at a time (seed 002 §2.1, the collapse used for
-    the modular-addition cliffs).
+    the modular-addition cliffs). ``method`` as in ``entk``; with the structured path an
+    elementwise layer followed by a map linear in its output costs what a closed form costs.
 
     Returns:
         ``(N1, N2)``.
     """
     same = x2 is None
     x1, x2, c = _validate(f, params, x1, x2)
-    contract = lambda j1, j2: jnp.einsum("aip,bip->ab", j1, j2) / c
+    fast = _structured_or_none(f, params, x1, x2, same, None, "class_mean", block_bytes, method)
+    if fast is not None:
+        return fast[None]
+    def contract(j1, j2):
+        # sum over classes and parameters at once: (a, C*P) @ (C*P, b)
+        return j1.reshape(j1.shape[0], -1) @ j2.reshape(j2.shape[0], -1).T / c
+
     return _block_kernels(
         f, params, x1, x2, same, contract, (x1.shape[0], x2.shape[0]), c, block_bytes
     )
@@ -335,6 +388,7 @@ def layerwise_entk(
     *,
     block_bytes: int = _DEFAULT_BLOCK_BYTES,
     collapse: str | None = None,
+    method: str = "auto",
 ) -> dict[str, np.ndarray]:
     """The eNTK restricted to each group of parameters (the layerwise eNTK, seed 002 §2.1).
 
@@ -345,6 +399,7 @@ def layerwise_entk(
             structure of ``params`` whose leaves are group labels.
         collapse: ``None`` for full ``(N1, N2, C, C)`` kernels or ``"class_mean"`` for
             ``(N1, N2)`` class-mean kernels.
+        method: ``"auto"`` | ``"structured"`` | ``"generic"``, as in ``entk``.
 
     Returns:
         dict group -> kernel. The groups sum to ``entk`` (Theta = sum_l Theta^l, seed 000 §7).
@@ -354,6 +409,9 @@ def layerwise_entk(
     if collapse not in (None, "class_mean"):
         raise ValueError(f"collapse must be None or 'class_mean'; got {collapse!r}")
     names, labels = _group_labels(params, groups)
+    fast = _structured_or_none(f, params, x1, x2, same, labels, collapse, block_bytes, method)
+    if fast is not None and all(name in fast for name in names):
+        return {name: fast[name] for name in names}
     leaves, treedef = jax.tree_util.tree_flatten(params)
     out = {}
     for name in names:
@@ -368,9 +426,9 @@ def layerwise_entk(
         sub = [leaves[i] for i in idx]
         xx2 = None if same else x2
         if collapse == "class_mean":
-            out[name] = class_mean_entk(f_group, sub, x1, xx2, block_bytes=block_bytes)
+            out[name] = class_mean_entk(f_group, sub, x1, xx2, block_bytes=block_bytes, method="generic")
         else:
-            out[name] = entk(f_group, sub, x1, xx2, block_bytes=block_bytes)
+            out[name] = entk(f_group, sub, x1, xx2, block_bytes=block_bytes, method="generic")
     return out
 
 

@@ -52,13 +52,14 @@ def test_entk_matches_finite_differences():
     np.testing.assert_allclose(K, J @ J.T, rtol=1e-7, atol=1e-8)
 
 
+@pytest.mark.parametrize("method", ["generic", "structured", "auto"])
 @pytest.mark.parametrize("activation", ["tanh", "relu", "gelu", "sin"])
-def test_entk_matches_dense_jacobian_product_cross_kernel(activation):
+def test_entk_matches_dense_jacobian_product_cross_kernel(activation, method):
     f, params = small_mlp(1, activation=activation)
     x1, x2 = inputs(1, 6), inputs(2, 4)
     J1 = dense_jacobian_by_jacfwd(f, params, x1)
     J2 = dense_jacobian_by_jacfwd(f, params, x2)
-    K = ntk.entk(f, params, x1, x2)
+    K = ntk.entk(f, params, x1, x2, method=method)
     assert K.shape == (6, 4, 4, 4)
     np.testing.assert_allclose(ntk.flatten(K), J1 @ J2.T, rtol=1e-10, atol=1e-12)
     # the (n, i) -> n*C + i convention of flatten
@@ -75,13 +76,14 @@ def test_jacobian_shape_and_values():
 
 
 def test_chunking_does_not_change_the_kernel():
+    # the generic path's block loop (the structured path has its own chunking tests)
     f, params = small_mlp(3)
     x1, x2 = inputs(4, 11), inputs(5, 9)
-    whole = ntk.entk(f, params, x1, x2)
-    tiny_blocks = ntk.entk(f, params, x1, x2, block_bytes=1)  # one example per chunk
+    whole = ntk.entk(f, params, x1, x2, method="generic")
+    tiny_blocks = ntk.entk(f, params, x1, x2, block_bytes=1, method="generic")  # one example per chunk
     np.testing.assert_allclose(tiny_blocks, whole, rtol=1e-12, atol=1e-13)
-    sym_whole = ntk.entk(f, params, x1)
-    sym_blocks = ntk.entk(f, params, x1, block_bytes=3 * 4 * 8 * 200)
+    sym_whole = ntk.entk(f, params, x1, method="generic")
+    sym_blocks = ntk.entk(f, params, x1, block_bytes=3 * 4 * 8 * 200, method="generic")
     np.testing.assert_allclose(sym_blocks, sym_whole, rtol=1e-12, atol=1e-13)
     np.testing.assert_allclose(sym_whole, sym_whole.transpose(1, 0, 3, 2), atol=1e-12)
 
@@ -93,7 +95,13 @@ def test_class_mean_entk_and_collapses():
     expected = np.mean([K[:, :, c, c] for c in range(4)], axis=0)
     np.testing.assert_allclose(ntk.class_mean(K), expected, rtol=1e-12)
     np.testing.assert_allclose(ntk.class_mean_entk(f, params, x1, x2), expected, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(ntk.class_mean_entk(f, params, x1, block_bytes=1), ntk.class_mean(ntk.entk(f, params, x1)), rtol=1e-10, atol=1e-12)
+    for method in ("generic", "structured"):
+        np.testing.assert_allclose(
+            ntk.class_mean_entk(f, params, x1, block_bytes=1, method=method),
+            ntk.class_mean(ntk.entk(f, params, x1, method="generic")),
+            rtol=1e-10,
+            atol=1e-12,
+        )
     np.testing.assert_allclose(ntk.per_class(K, 2), K[:, :, 2, 2])
 
 
