@@ -128,24 +128,16 @@ def _flat_outputs(f: Callable, params: Any, x: jnp.ndarray):
     return (lambda t: f(unravel(t), x).reshape(-1)), theta
 
 
-@partial(jax.jit, static_argnums=0)
-def _kernel_impl(f, params, x):
-    z, theta = _flat_outputs(f, params, x)
-    jac = jax.jacrev(z)(theta)
-    return jac @ jac.T
-
-
 def flat_kernel(f: Callable, params: Any, x: Any) -> np.ndarray:
-    """The flattened eNTK ``Theta = J J^T`` on a batch, jitted (compiled once per model ``f``).
+    """The flattened eNTK ``Theta = J J^T`` on a batch: ``helpers.ntk.flatten(helpers.ntk.entk(...))``.
 
     Args:
         f: model ``f(params, x) -> (N, C)``; params: pytree; x: ``(N, ...)``.
 
     Returns:
-        ``(N*C, N*C)``, row ``n*C + i``; equal to ``helpers.ntk.flatten(helpers.ntk.entk(...))``.
+        ``(N*C, N*C)``, row ``n*C + i``.
     """
-    x, _, _ = _output_shape(f, params, x)
-    return np.asarray(_kernel_impl(f, params, x))
+    return _ntk.flatten(_ntk.entk(f, params, x))
 
 
 @partial(jax.jit, static_argnums=0)
