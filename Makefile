@@ -79,7 +79,8 @@ lock:
 	rm -rf /tmp/entk-lock-venv && $(PYTHON) -m venv /tmp/entk-lock-venv
 	/tmp/entk-lock-venv/bin/pip install --quiet --upgrade pip==26.3
 	/tmp/entk-lock-venv/bin/pip install --quiet -r requirements.in
-	/tmp/entk-lock-venv/bin/pip freeze --exclude-editable > requirements.lock
+	# --all keeps setuptools and wheel pinned too (the editable install of helpers needs them)
+	/tmp/entk-lock-venv/bin/pip freeze --all --exclude-editable | grep -v '^pip==' > requirements.lock
 
 clean:
 	rm -rf _build _vendor
