@@ -351,7 +351,7 @@ def closed_form_dual(params: dict, x: Any, *, output_weights: Any = None) -> np.
     as ``ravel_pytree``: ``b`` then ``W`` row-major), but assembled from per-point sums in
     ``O(N m^2 n^2)`` instead of P Jacobian-vector products. With ``e_i = d_i g_i(x)``,
     ``h = W x`` and the Jacobian row ``dW_{a i'} = g_i (W_ai x_i' + delta_ii' h_a)``,
-    ``db_i' = g_i delta_ii'``:
+    ``db_i' = g_i delta_ii'``::
 
         G[W_ai', W_bj'] = sum_x [ (W diag(e) W^T)_ab x_i' x_j' + e_j' W_aj' x_i' h_b
                                   + e_i' h_a W_bi' x_j' + delta_i'j' e_i' h_a h_b ]
@@ -483,7 +483,7 @@ def feature_indicator(x: Any) -> np.ndarray:
 
 
 def alignment(eigenvectors: Any, indicator: Any) -> np.ndarray:
-    """|cosine| between every feature column and every eigenvector.
+    """Absolute cosine between every feature column and every eigenvector.
 
     Args:
         eigenvectors: ``(D, k)``.
@@ -507,18 +507,18 @@ def alignment_scores(cos: Any, *, threshold: float = 0.5) -> dict:
 
     Args:
         cos: ``(n, k)`` from ``alignment`` (features x top eigenvectors).
-        threshold: a feature counts as *found* when its best |cos| exceeds this.
+        threshold: a feature counts as *found* when its best ``|cos|`` exceeds this.
 
     Returns:
         dict with
         ``best`` ``(n,)`` index of each feature's best eigenvector,
-        ``row_max`` ``(n,)`` that |cos|,
+        ``row_max`` ``(n,)`` that ``|cos|``,
         ``mean_row_max`` mean of ``row_max``,
         ``mutual`` ``(n,)`` booleans: feature i and its best eigenvector are each other's
         best match,
         ``mutual_fraction`` their fraction,
         ``found`` number of features with ``row_max > threshold``,
-        ``matched_mean`` mean |cos| of the optimal one-to-one assignment
+        ``matched_mean`` mean ``|cos|`` of the optimal one-to-one assignment
         (``scipy.optimize.linear_sum_assignment``).
     """
     cos = np.asarray(cos, np.float64)
@@ -544,7 +544,7 @@ def feature_rayleigh(params: dict, x: Any, *, output_weights: Any = None, bias: 
     """Rayleigh quotient of each feature column under the (weighted) closed-form kernel.
 
     For column ``F_i`` of ``feature_indicator(x)`` only the diagonal block ``K_ii`` enters:
-    with ``u_a = x_ai g_i(x_a)``, ``s = sum_a u_a x_a`` (n,), and the closed form (App. B),
+    with ``u_a = x_ai g_i(x_a)``, ``s = sum_a u_a x_a`` (n,), and the closed form (App. B)::
 
         F_i^T K F_i = d_i [ A_ii |s|^2 + 2 s_i (A s)_i + |W s|^2 + bias (sum_a u_a)^2 ],
 
@@ -553,8 +553,8 @@ def feature_rayleigh(params: dict, x: Any, *, output_weights: Any = None, bias: 
     feature lands on. The terms are returned separately to see which one orders the features.
 
     Returns:
-        dict of ``(n,)`` arrays: ``total`` and the four terms ``overlap`` (A_ii |s|^2),
-        ``cross`` (2 s_i (A s)_i), ``hidden`` (|W s|^2), ``bias``, each already divided by
+        dict of ``(n,)`` arrays: ``total`` and the four terms ``overlap`` (``A_ii |s|^2``),
+        ``cross`` (``2 s_i (A s)_i``), ``hidden`` (``|W s|^2``), ``bias``, each already divided by
         ``|F_i|^2`` and multiplied by ``d_i``.
     """
     m, n = _check_params(params)
