@@ -72,7 +72,8 @@ def train(
         params: initial parameter pytree.
         optimizer: an optax ``GradientTransformation`` (e.g. ``optax.adamw(0.05, 0.01)``).
         steps: number of updates.
-        record_every / record_at: the steps at which to snapshot (0 and ``steps`` always are).
+        record_every: snapshot every this many steps (0 and ``steps`` are always snapshots).
+        record_at: further steps at which to snapshot.
         metrics: dict name -> function of params returning a scalar, evaluated at snapshots
             (``"loss"`` is always recorded).
         keep_params: store the parameter snapshots in the history.
