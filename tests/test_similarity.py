@@ -107,3 +107,128 @@ def test_errors():
         sim.cluster(np.eye(4), 1)
     with pytest.raises(ValueError, match="rows"):
         sim.cca(np.ones((3, 2)), np.ones((4, 2)))
+
+
+def _centred_eigh(K):
+    """Eigenpairs of H K H with an explicit centring matrix H, descending (independent of the helper)."""
+    n = K.shape[0]
+    H = np.eye(n) - np.ones((n, n)) / n
+    lam, U = np.linalg.eigh(H @ K @ H)
+    return lam[::-1], U[:, ::-1]
+
+
+@pytest.fixture
+def kernels():
+    rng = np.random.default_rng(6)
+    X = rng.standard_normal((50, 12)) * np.linspace(3, 0.5, 12)
+    Y = np.tanh(X @ rng.standard_normal((12, 9)))
+    return X @ X.T, Y @ Y.T
+
+
+def test_leading_subspace_against_explicit_centring(kernels):
+    K, _ = kernels
+    U = sim.leading_subspace(K, 5)
+    _, V = _centred_eigh(K)
+    assert np.allclose(U.T @ U, np.eye(5), atol=1e-12)
+    assert np.allclose(U @ U.T, V[:, :5] @ V[:, :5].T, atol=1e-10)  # same projector
+
+
+def test_mean_cca_at_equal_dimension_against_principal_angles(kernels):
+    from scipy.linalg import subspace_angles
+
+    K, L = kernels
+    _, U = _centred_eigh(K)
+    _, V = _centred_eigh(L)
+    for d in (1, 4, 8):
+        expected = np.mean(np.cos(subspace_angles(U[:, :d], V[:, :d])))
+        assert abs(sim.mean_cca(K, L, dim=d) - expected) < 1e-10
+
+
+def test_mean_cca_unequal_dimensions_bias():
+    # Two unrelated kernels: the energy rule keeps many directions of the flat-spectrum one and
+    # few of the steep one, and the mean correlation of a small subspace with a large one is
+    # far above that of two subspaces of the small dimension.
+    rng = np.random.default_rng(7)
+    A = rng.standard_normal((120, 3)) * [10.0, 8.0, 6.0]
+    B = rng.standard_normal((120, 80))
+    K, L = A @ A.T, B @ B.T
+    assert sim.mean_cca(K, L, energy=0.99) > sim.mean_cca(K, L, dim=3) + 0.2
+
+
+def test_leading_subspace_refuses_undetermined_subspaces():
+    rng = np.random.default_rng(8)
+    Q, _ = np.linalg.qr(rng.standard_normal((30, 6)))
+    Q -= Q.mean(axis=0)
+    Q, _ = np.linalg.qr(Q)  # centred orthonormal columns
+    K = Q @ Q.T  # six equal eigenvalues
+    with pytest.raises(ValueError, match="degenerate"):
+        sim.leading_subspace(K, 3)
+    with pytest.raises(ValueError, match="positive eigenvalues"):
+        sim.leading_subspace(K, 7)
+    assert sim.leading_subspace(K, 6).shape == (30, 6)
+    # float32 round-off does not hide the degeneracy
+    with pytest.raises(ValueError, match="degenerate"):
+        sim.mean_cca(K.astype(np.float32), K.astype(np.float32), dim=2)
+
+
+def test_permutation_null_against_relabelled_kernels(kernels):
+    K, L = kernels
+    null_cka = sim.permutation_null(K, L, measure="cka", permutations=5, seed=3)
+    null_cca = sim.permutation_null(K, L, measure="cca", dim=4, permutations=5, seed=3)
+    rng = np.random.default_rng(3)
+    perms = [rng.permutation(K.shape[0]) for _ in range(5)]
+    for i, perm in enumerate(perms):
+        Lp = L[np.ix_(perm, perm)]
+        assert abs(null_cka[i] - sim.cka(K, Lp)) < 1e-12
+    rng = np.random.default_rng(3)
+    perms = [rng.permutation(K.shape[0]) for _ in range(5)]
+    for i, perm in enumerate(perms):
+        # recomputed from the eigen-decomposition of the relabelled kernel
+        assert abs(null_cca[i] - sim.mean_cca(K, L[np.ix_(perm, perm)], dim=4)) < 1e-9
+    # the null sits far below the similarity of related kernels
+    assert sim.cka(K, L) > null_cka.max() and sim.mean_cca(K, L, dim=4) > null_cca.max()
+
+
+def test_permutation_null_cca_matches_random_subspace_theory():
+    # For a fixed d-dim subspace and a uniformly random one in the (N-1)-dim centred space,
+    # E[sum of squared canonical correlations] = d^2 / (N - 1). With rank-d kernels whose
+    # eigenvectors are random, relabelling gives (nearly) uniform subspaces.
+    rng = np.random.default_rng(9)
+    n, d = 200, 5
+    A, B = rng.standard_normal((n, d)) * [5, 4, 3, 2, 1], rng.standard_normal((n, d)) * [5, 4, 3, 2, 1]
+    null = sim.permutation_null(A @ A.T, B @ B.T, measure="cca", dim=d, permutations=400, seed=0)
+    # mean cosine lies between the mean of squares (Jensen, cos <= 1) and its square root
+    expected_sq = d / (n - 1)  # per correlation
+    assert expected_sq * 0.8 < np.mean(null) < np.sqrt(expected_sq) * 1.05
+
+
+def test_context_overlap_against_explicit_features():
+    from scipy.linalg import subspace_angles
+
+    rng = np.random.default_rng(10)
+    Phi = rng.standard_normal((40, 15)) * np.linspace(2, 0.2, 15)
+    Phi[:20] += rng.standard_normal(15) * 2.0  # the first 20 inputs share a direction
+    K = Phi @ Phi.T
+    S = np.arange(20)
+    k = 4
+    # top-k right singular vectors (parameter-space directions) of Phi_S and of Phi
+    Vs = np.linalg.svd(Phi[S], full_matrices=False)[2][:k].T
+    Va = np.linalg.svd(Phi, full_matrices=False)[2][:k].T
+    expected = np.sort(np.cos(subspace_angles(Vs, Va)))[::-1]
+    assert np.allclose(sim.context_overlap(K, S, k), expected, atol=1e-10)
+    assert np.allclose(sim.context_overlap(K, np.arange(40), k), 1.0)
+    with pytest.raises(ValueError, match="k must be"):
+        sim.context_overlap(K, S, 21)
+
+
+def test_fixed_silent_results():
+    with pytest.raises(ValueError, match="restarts"):
+        sim.cluster(np.eye(5) + 1.0, 2, restarts=0)  # returned None before
+    with pytest.raises(ValueError, match="a must"):
+        sim.adjusted_rand_index([0], [0])  # NaN before
+    with pytest.raises(ValueError, match="K must vary"):
+        sim.cka(np.ones((4, 4)) * 3.0 + 1e-17 * np.eye(4), np.eye(4))  # round-off only
+    # eigenvalues at float32 round-off do not count towards the effective rank
+    v = np.arange(1.0, 9.0)
+    K = np.outer(v, v).astype(np.float32)
+    assert abs(sim.effective_rank(K) - 1.0) < 1e-6
