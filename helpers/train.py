@@ -8,9 +8,6 @@ recorded steps is one compiled ``jax.lax.fori_loop``, so recording is cheap and 
 
 from __future__ import annotations
 
-import os
-import sys
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -18,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from helpers import progress as _progress
 
 __all__ = ["History", "train"]
 
@@ -77,9 +76,11 @@ def train(
         metrics: dict name -> function of params returning a scalar, evaluated at snapshots
             (``"loss"`` is always recorded).
         keep_params: store the parameter snapshots in the history.
-        progress: print one progress line per snapshot to stderr. ``None`` (default) reads the
-            environment variable ``HELPERS_PROGRESS`` (set it to 1 when running a chapter
-            interactively); it stays off in executed notebooks, whose outputs nbval compares.
+        progress: show a progress bar over the steps (``helpers.progress``: the notebook widget
+            in JupyterLab, a text bar under ``make chapter``). ``None`` (default) follows the
+            environment variable ``HELPERS_PROGRESS``; it stays off in executed notebooks, whose
+            outputs nbval compares. The bar does not change the result: the same updates run,
+            in chunks of about 1% of ``steps`` so that it moves.
 
     Returns:
         ``(final_params, History)``.
@@ -89,8 +90,7 @@ def train(
     if not isinstance(optimizer, optax.GradientTransformation):
         raise TypeError(f"optimizer must be an optax.GradientTransformation; got {type(optimizer).__name__}")
     points = _record_points(steps, record_every, record_at)
-    if progress is None:
-        progress = os.environ.get("HELPERS_PROGRESS", "") not in ("", "0")
+    progress = _progress.enabled(progress)
     metric_fns = {"loss": loss_fn, **(metrics or {})}
     evaluate = jax.jit(lambda p: {k: fn(p) for k, fn in metric_fns.items()})
     opt_state = optimizer.init(params)
@@ -106,20 +106,24 @@ def train(
     run = jax.jit(lambda p, s, n: jax.lax.fori_loop(0, n, one_step, (p, s)))
 
     history = History(steps=points, metrics={k: [] for k in metric_fns})
-    t0, done = time.time(), 0
+    done = 0
+    # with a bar, run between snapshots in chunks of ~1% of the steps, waiting for each
+    chunk = max(1, int(steps) // 100) if progress else None
+    pbar = _progress.bar(int(steps), "train", "step", leave=False, progress=progress)
     for point in points:
-        if point > done:
-            params, opt_state = run(params, opt_state, int(point - done))
-            done = int(point)
+        while point > done:
+            n = int(point - done) if chunk is None else min(int(point - done), chunk)
+            params, opt_state = run(params, opt_state, n)
+            done += n
+            if progress:
+                jax.block_until_ready(params)
+                pbar.update(n)
         values = evaluate(params)
         for k, v in values.items():
             history.metrics[k].append(float(v))
         if keep_params:
             history.params.append(jax.tree_util.tree_map(np.asarray, params))
-        if progress:
-            print(
-                f"step {done:6d}/{steps}  loss {history.metrics['loss'][-1]:.4g}  ({time.time() - t0:.1f}s)",
-                file=sys.stderr,
-            )
+        pbar.set_postfix(loss=f"{history.metrics['loss'][-1]:.4g}")
+    pbar.close()
     history.metrics = {k: np.asarray(v) for k, v in history.metrics.items()}
     return params, history
