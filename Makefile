@@ -1,6 +1,11 @@
 # Two commands set everything up (README.md):
 #   make book   - create .venv, install the pinned stack, execute every chapter, render _build/html
-#   make test   - unit tests, notebook-pair sync, nbval on every chapter, strict book build
+#   make test   - unit tests, notebook-pair sync, nbval on every chapter, every declared variant,
+#                 strict book build, browser check of every page (installs chromium with apt)
+# Running chapters yourself (book/run_yourself.md):
+#   make lab                                   - JupyterLab; notebooks/*.md open as notebooks
+#   make chapter NB=06 ARGS="-p p 31 -p seed 3" - one chapter with your values (papermill)
+#   make variants                              - every chapter under its declared variants
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -17,8 +22,17 @@ export PYTHONHASHSEED := 0
 # 5.2 s to 0.35 s under load), and a fixed thread count keeps last-bit results reproducible.
 export OPENBLAS_NUM_THREADS := 1
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
+# No progress bars in executed outputs (nbval compares them); `make lab` and `make chapter`
+# switch them on (helpers/progress.py).
+export HELPERS_PROGRESS := 0
+# Chapters run side by side by `make test` (nbval) and `make variants` (2 cores here).
+JOBS ?= 2
+# One XLA compute thread per process when JOBS processes share the cores.
+XLA_ONE_THREAD := --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1
+PORT ?= 8888
 
-.PHONY: all book test setup notebooks unit pairs nbval html lock benchmarks clean
+.PHONY: all book test setup notebooks unit pairs nbval html lock benchmarks clean variants chapter lab pages
+.PHONY: chromium browser
 
 all: book
 
@@ -50,6 +64,7 @@ notebooks: $(STAMP)
 	done
 
 html: setup
+	$(BIN)/python -m tools.pages
 	$(BIN)/jupyter-book build --quiet . $(JB_FLAGS)
 	@echo "The book: $(abspath _build/html/index.html)"
 
@@ -63,13 +78,60 @@ pairs: $(STAMP)
 	$(BIN)/python -m pytest -q tests/test_notebook_pairs.py
 
 nbval: $(STAMP)
-	$(BIN)/python -m pytest -q --nbval --nbval-current-env --nbval-cell-timeout=900 $(IPYNBS)
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile --nbval --nbval-current-env --nbval-cell-timeout=900 $(IPYNBS)
 
-test: setup
-	$(BIN)/python -m pytest -q tests
-	$(BIN)/python -m pytest -q --nbval --nbval-current-env --nbval-cell-timeout=900 $(IPYNBS)
-	rm -rf _build
-	$(MAKE) --no-print-directory html JB_FLAGS="-W -n --keep-going"
+# Each stage prints its wall time. nbval runs JOBS chapters at a time (one per xdist worker).
+test: setup chromium
+	@TIMEFORMAT="make test: unit tests %0R s"; time $(BIN)/python -m pytest -q tests
+	@TIMEFORMAT="make test: nbval on every chapter %0R s"; time \
+	  XLA_FLAGS="$(XLA_FLAGS) $(if $(filter-out 1,$(JOBS)),$(XLA_ONE_THREAD))" \
+	  $(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile \
+	  --nbval --nbval-current-env --nbval-cell-timeout=900 $(IPYNBS)
+	@TIMEFORMAT="make test: declared variants %0R s"; time $(BIN)/python -m tools.variants --jobs $(JOBS)
+	rm -rf _build/html _build/.doctrees _build/jupyter_execute
+	@TIMEFORMAT="make test: strict book build %0R s"; time \
+	  $(MAKE) --no-print-directory html JB_FLAGS="-W -n --keep-going"
+	@TIMEFORMAT="make test: browser check %0R s"; time $(MAKE) --no-print-directory browser
+
+# Headless Chromium for the browser check: the Debian package, installed with apt when missing
+# (Playwright drives it from the venv and never downloads a browser of its own).
+CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+chromium:
+	@test -x $(CHROMIUM) || { echo "installing chromium (apt-get)"; $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@test -x $(CHROMIUM) || { echo "$(CHROMIUM) is missing after apt-get install chromium" >&2; exit 1; }
+
+# Open every page of the built book (_build/html) in headless Chromium: equations typeset,
+# images loaded, internal links and anchors resolve, no cell errors, no console errors.
+# Full-page screenshots go to _build/screenshots/ (tests/browser_check.py).
+browser: $(STAMP) chromium
+	$(BIN)/python tests/browser_check.py _build/html --screenshots _build/screenshots
+
+# Every chapter under each declared variant (notebooks/NN_slug.variants.yml) and with its own
+# values, JOBS at a time, from the .md sources into a temporary folder; records the results
+# and times for the book (book/generated/). `make test` runs the variants only, and records nothing.
+variants: $(STAMP)
+	$(BIN)/python -m tools.variants --jobs $(JOBS) --with-default --record $(VARIANTS_FLAGS)
+
+# One chapter with your own values: make chapter NB=06 ARGS="-p p 31 -p seed 3"
+# (papermill; writes the executed notebook and its HTML under _build/chapters/, prints where).
+chapter: $(STAMP)
+	@if [ -z "$(NB)" ]; then echo 'usage: make chapter NB=06 ARGS="-p p 31 -p seed 3"' >&2; exit 2; fi
+	@HELPERS_PROGRESS=text $(BIN)/python -m tools.run_chapter $(NB) $(ARGS)
+
+# JupyterLab from the pinned environment. jupytext's contents manager opens notebooks/*.md as
+# notebooks and keeps the .ipynb twin paired on save; progress bars show as widgets.
+# PORT=8888 by default; LAB_FLAGS="--no-browser ..." passes more options (root, as in a
+# container, is allowed).
+lab: $(STAMP)
+	HELPERS_PROGRESS=1 $(BIN)/jupyter lab --port=$(PORT) --ServerApp.root_dir="$(CURDIR)" \
+	  --ServerApp.contents_manager_class=jupytext.AsyncTextFileContentsManager \
+	  --LabApp.default_url=/lab/tree/notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_FLAGS)
+
+# The generated tables of the pages "Run it yourself" and "Reproducing and varying the chapters".
+pages: $(STAMP)
+	$(BIN)/python -m tools.pages
 
 benchmarks: $(STAMP)
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done

@@ -1,0 +1,294 @@
+"""Execute every chapter under each of its declared variants (``make variants``).
+
+For each ``notebooks/NN_slug.md`` the file ``notebooks/NN_slug.variants.yml`` declares the
+chapter's regime and at least two variants (format in CONTRIBUTING.md). This tool
+
+1. validates every variants file against its chapter's ``parameters`` cell (an unknown name, a
+   value of the wrong kind, a value that would not reach a parameter computed from it inside the
+   cell, a missing ``why``: each is an error naming the file, the variant and the key);
+2. executes each (chapter, variant) with papermill from the ``.md`` source into a temporary
+   folder (stored outputs untouched), ``--jobs`` at a time, longest first (by the last recorded
+   times), each kernel with one BLAS thread and, when two run side by side, one XLA thread;
+3. prints the table chapter x variant -> pass/fail, time, and the first line of the failing
+   assertion, writes it as ``_build/variants/results.{json,md}`` (with ``--record`` also as the
+   committed copy ``book/generated/variants.{json,md}`` that the book page shows), keeps the
+   executed notebook of every failure in ``_build/variants/failed/``;
+4. exits 1 on any failure or invalid file, 0 otherwise.
+
+    python -m tools.variants                 # what `make test` runs
+    python -m tools.variants --with-default --record   # `make variants`: also the chapters' own
+                                             # values (their run time for the book) and record
+    python -m tools.variants --check         # only validate the variants files (no execution)
+    python -m tools.variants --only 06 --only 04
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tools import chapters
+
+BUILD = chapters.ROOT / "_build" / "variants"
+RECORD = chapters.ROOT / "book" / "generated"
+
+
+@dataclass
+class Job:
+    chapter: str  # NN_slug
+    variant: str
+    parameters: dict
+    why: str = ""
+    md: str = ""
+    expected: float = 0.0  # seconds, from the last record (for scheduling)
+    status: str = "pending"  # pass | fail | invalid
+    seconds: float | None = None
+    message: str = ""
+    cell: int | None = None
+    notebook: str = ""
+
+
+@dataclass
+class Plan:
+    jobs: list[Job] = field(default_factory=list)
+    invalid: list[Job] = field(default_factory=list)  # one row per chapter whose file is invalid
+    regimes: dict = field(default_factory=dict)
+
+
+def plan(sources: list[Path], with_default: bool, min_variants: int = 2) -> Plan:
+    """The jobs to run, and a failing row for every chapter with a missing or invalid file."""
+    out = Plan()
+    for md in sources:
+        path = chapters.variants_path(md)
+        try:
+            params = chapters.read_parameters(md)
+            if not path.exists():
+                raise chapters.ChapterError(
+                    f"{chapters._shown(path)}: missing; every chapter declares >= {min_variants} variants (CONTRIBUTING.md)"
+                )
+            spec = chapters.load_variants(path, params, min_variants=min_variants)
+        except chapters.ChapterError as err:
+            out.invalid.append(Job(md.stem, "(variants file)", {}, status="invalid", message=str(err), md=str(md)))
+            continue
+        out.regimes[md.stem] = spec.regime
+        if with_default:
+            out.jobs.append(Job(md.stem, "default", {}, "the chapter's own parameter values", str(md)))
+        for v in spec.variants:
+            out.jobs.append(Job(md.stem, v.name, v.parameters, v.why, str(md)))
+    return out
+
+
+def _expected_times(jobs: list[Job], record: Path) -> None:
+    try:
+        old = json.loads(record.read_text())
+        seconds = {(r["chapter"], r["variant"]): r.get("seconds") or 0.0 for r in old.get("runs", [])}
+    except (OSError, ValueError, KeyError, TypeError):
+        seconds = {}
+    by_chapter: dict[str, float] = {}
+    for (ch, _), s in seconds.items():
+        by_chapter[ch] = max(by_chapter.get(ch, 0.0), s)
+    for job in jobs:
+        job.expected = seconds.get((job.chapter, job.variant), by_chapter.get(job.chapter, 60.0))
+
+
+def run(jobs: list[Job], n_jobs: int, workdir: Path, failed_dir: Path, cell_timeout: int, echo) -> None:
+    """Execute ``jobs`` ``n_jobs`` at a time (longest expected first), filling in their results."""
+    env = chapters.kernel_env(jobs=n_jobs, progress="0")
+    env["PYTHONPATH"] = str(chapters.ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    queue = sorted(jobs, key=lambda j: -j.expected)
+    running: list[tuple[Job, subprocess.Popen, Path, float]] = []
+    while queue or running:
+        while queue and len(running) < n_jobs:
+            job = queue.pop(0)
+            folder = workdir / job.chapter / job.variant
+            result = folder / "result.json"
+            cmd = [
+                sys.executable, "-m", "tools.run_chapter", job.md, "--quiet", "--no-html",
+                "--out", str(folder), "--result-json", str(result),
+                "--parameters-json", json.dumps(chapters.as_papermill(job.parameters)),
+                "--cell-timeout", str(cell_timeout),
+            ]
+            log = open(workdir / f"{job.chapter}__{job.variant}.log", "w")
+            proc = subprocess.Popen(cmd, cwd=chapters.ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            log.close()
+            running.append((job, proc, result, time.monotonic()))
+        time.sleep(0.2)
+        for item in list(running):
+            job, proc, result, t0 = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            job.seconds = time.monotonic() - t0
+            try:
+                res = json.loads(result.read_text())
+                job.status = "pass" if res["ok"] else "fail"
+                job.message, job.cell = res["message"], res["cell"]
+            except (OSError, ValueError, KeyError):
+                log = (workdir / f"{job.chapter}__{job.variant}.log").read_text().strip().splitlines()
+                job.status, job.message = "fail", (log[-1] if log else f"runner exited with {proc.returncode}")
+            if job.status == "fail":
+                nb = workdir / job.chapter / job.variant / f"{job.chapter}.ipynb"
+                if nb.exists():
+                    failed_dir.mkdir(parents=True, exist_ok=True)
+                    keep = failed_dir / f"{job.chapter}__{job.variant}.ipynb"
+                    shutil.copyfile(nb, keep)
+                    job.notebook = str(keep.relative_to(chapters.ROOT)) if keep.is_relative_to(chapters.ROOT) else str(keep)
+            echo(_line(job))
+
+
+def _first(message: str) -> str:
+    lines = message.strip().splitlines()
+    if not lines:
+        return ""
+    return lines[0] + (f" (and {len(lines) - 1} more problem(s))" if len(lines) > 1 else "")
+
+
+def _params_text(values: dict) -> str:
+    return ", ".join(f"{k}={json.dumps(v)}" for k, v in values.items()) or "(its own values)"
+
+
+def _line(job: Job) -> str:
+    t = f"{job.seconds:6.1f} s" if job.seconds is not None else "      -"
+    msg = f"  {_first(job.message)}" if job.status != "pass" and job.message else ""
+    return f"{job.status.upper():7s} {job.chapter:26s} {job.variant:18s} {t}{msg}"
+
+
+def table_text(rows: list[Job]) -> str:
+    """The plain-text table printed at the end."""
+    lines = [f"{'result':7s} {'chapter':26s} {'variant':18s} {'time':>8s}  first line of the failure", "-" * 100]
+    lines += [_line(j) for j in rows]
+    return "\n".join(lines)
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def table_markdown(report: dict) -> str:
+    """The results as a Markdown table (included by the book page)."""
+    when = report["finished"][:16].replace("T", " ")
+    head = [
+        f"Run of {when} UTC on {report['machine']}, {report['jobs']} chapter(s) at a time, "
+        f"load average {report['load_before']} before; {report['passed']} passed, "
+        f"{report['failed']} failed, wall time {report['wall_seconds'] / 60:.1f} min.",
+        "",
+        "| chapter | variant | parameters | result | time (s) | first line of the failure |",
+        "|---|---|---|---|---:|---|",
+    ]
+    body = []
+    for r in report["runs"]:
+        result = {"pass": "pass", "fail": "**FAIL**", "invalid": "**INVALID**"}[r["status"]]
+        seconds = "" if r["seconds"] is None else f"{r['seconds']:.0f}"
+        message = _md_escape(_first(r["message"])) if r["message"] and r["status"] != "pass" else ""
+        params = _md_escape(_params_text(r["parameters"])) if r["variant"] != "(variants file)" else ""
+        body.append(f"| {r['chapter']} | {r['variant']} | {params} | {result} | {seconds} | {message} |")
+    return "\n".join(head + body) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make variants", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", "-j", type=int, default=2, help="chapters executed at a time (default 2)")
+    parser.add_argument("--notebooks", type=Path, default=chapters.NOTEBOOKS, help="folder of the chapters")
+    parser.add_argument("--only", action="append", default=[], help="run only these chapters (06, 06_slug)")
+    parser.add_argument("--with-default", action="store_true", help="also run each chapter with its own values")
+    parser.add_argument("--record", action="store_true", help="also write book/generated/variants.{json,md}")
+    parser.add_argument("--check", action="store_true", help="validate the variants files only")
+    parser.add_argument("--out", type=Path, default=BUILD, help="where results.{json,md} go")
+    parser.add_argument("--record-dir", type=Path, default=RECORD)
+    parser.add_argument("--min-variants", type=int, default=2)
+    parser.add_argument("--cell-timeout", type=int, default=900)
+    args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be >= 1; got {args.jobs}")
+
+    sources = chapters.chapter_sources(args.notebooks)
+    if args.only:
+        try:
+            wanted = {chapters.find_chapter(s, args.notebooks) for s in args.only}
+        except chapters.ChapterError as err:
+            parser.error(str(err))
+        sources = [s for s in sources if s in wanted]
+    if not sources:
+        print(f"make variants: no chapters {chapters.CHAPTER_GLOB} in {args.notebooks}", file=sys.stderr)
+        return 1
+    todo = plan(sources, args.with_default, args.min_variants)
+    for bad in todo.invalid:
+        print(f"INVALID {bad.message}", file=sys.stderr)
+    if args.check:
+        n = sum(1 for j in todo.jobs if j.variant != "default")
+        print(f"{len(sources) - len(todo.invalid)} variants file(s) valid ({n} variants), {len(todo.invalid)} invalid")
+        return 1 if todo.invalid else 0
+
+    _expected_times(todo.jobs, args.record_dir / "variants.json")
+    load = [round(x, 2) for x in os.getloadavg()]
+    print(
+        f"make variants: {len(todo.jobs)} run(s) of {len(sources)} chapter(s), {args.jobs} at a time "
+        f"(load average {load[0]})",
+        flush=True,
+    )
+    started = dt.datetime.now(dt.timezone.utc)
+    t0 = time.monotonic()
+    failed_dir = args.out / "failed"
+    shutil.rmtree(failed_dir, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="entk-variants-") as tmp:
+        run(todo.jobs, args.jobs, Path(tmp), failed_dir, args.cell_timeout, lambda s: print(s, flush=True))
+    wall = time.monotonic() - t0
+
+    order = {md.stem: i for i, md in enumerate(sources)}
+    rows = sorted(todo.jobs + todo.invalid, key=lambda j: (order[j.chapter], j.variant != "default"))
+    report = {
+        "started": started.isoformat(timespec="seconds"),
+        "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "jobs": args.jobs,
+        "load_before": load,
+        "load_after": [round(x, 2) for x in os.getloadavg()],
+        "wall_seconds": round(wall, 1),
+        "passed": sum(j.status == "pass" for j in rows),
+        "failed": sum(j.status != "pass" for j in rows),
+        "regimes": todo.regimes,
+        "runs": [
+            {k: v for k, v in asdict(j).items() if k not in ("md", "expected")}
+            | {"seconds": None if j.seconds is None else round(j.seconds, 1)}
+            for j in rows
+        ],
+    }
+    chapters.write_json(args.out / "results.json", report)
+    (args.out / "results.md").write_text(table_markdown(report))
+    if args.record:
+        from tools import pages
+
+        chapters.write_json(args.record_dir / "variants.json", report)
+        pages.main(["--notebooks", str(args.notebooks), "--out", str(args.record_dir)])
+    print()
+    print(table_text(rows))
+    print()
+    print(
+        f"{report['passed']} passed, {report['failed']} failed in {wall / 60:.1f} min "
+        f"(load average {load[0]} before, {report['load_after'][0]} after); "
+        f"table: {_rel(args.out / 'results.md')}" + (f", recorded in {_rel(args.record_dir)}" if args.record else "")
+    )
+    if failed_dir.exists():
+        print(f"executed notebooks of the failures: {_rel(failed_dir)}/")
+    return 0 if report["failed"] == 0 else 1
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(chapters.ROOT))
+    except ValueError:
+        return str(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
