@@ -46,7 +46,7 @@ KERNEL_ENV = {
 }
 # When two chapters run side by side on two cores, each XLA process computes single-threaded
 # (Eigen's matmul thread pool off), so the two do not fight over the cores.
-XLA_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+XLA_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false"
 
 
 class ChapterError(ValueError):
