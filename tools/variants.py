@@ -170,8 +170,12 @@ def table_text(rows: list[Job]) -> str:
     return "\n".join(lines)
 
 
-def _md_escape(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+def _md_code(text: str) -> str:
+    """``text`` as a code span in a Markdown table cell (no emphasis, math or links inside)."""
+    text = " ".join(text.split()).replace("|", "\\|")
+    if not text:
+        return ""
+    return f"``{text}``" if "`" in text else f"`{text}`"
 
 
 def table_markdown(report: dict) -> str:
@@ -189,8 +193,8 @@ def table_markdown(report: dict) -> str:
     for r in report["runs"]:
         result = {"pass": "pass", "fail": "**FAIL**", "invalid": "**INVALID**"}[r["status"]]
         seconds = "" if r["seconds"] is None else f"{r['seconds']:.0f}"
-        message = _md_escape(_first(r["message"])) if r["message"] and r["status"] != "pass" else ""
-        params = _md_escape(_params_text(r["parameters"])) if r["variant"] != "(variants file)" else ""
+        message = _md_code(_first(r["message"])) if r["message"] and r["status"] != "pass" else ""
+        params = _md_code(_params_text(r["parameters"])) if r["variant"] != "(variants file)" else ""
         body.append(f"| {r['chapter']} | {r['variant']} | {params} | {result} | {seconds} | {message} |")
     return "\n".join(head + body) + "\n"
 
