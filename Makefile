@@ -1,7 +1,7 @@
 # Two commands set everything up (README.md):
 #   make book   - create .venv, install the pinned stack, execute every chapter, render _build/html
 #   make test   - unit tests, notebook-pair sync, nbval on every chapter, every declared variant,
-#                 strict book build
+#                 strict book build, browser check of every page (installs chromium with apt)
 # Running chapters yourself (book/run_yourself.md):
 #   make lab                                   - JupyterLab; notebooks/*.md open as notebooks
 #   make chapter NB=06 ARGS="-p p 31 -p seed 3" - one chapter with your values (papermill)
@@ -32,6 +32,7 @@ XLA_ONE_THREAD := --xla_cpu_multi_thread_eigen=false
 PORT ?= 8888
 
 .PHONY: all book test setup notebooks unit pairs nbval html lock benchmarks clean variants chapter lab pages
+.PHONY: chromium browser
 
 all: book
 
@@ -80,7 +81,7 @@ nbval: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile --nbval --nbval-current-env --nbval-cell-timeout=900 $(IPYNBS)
 
 # Each stage prints its wall time. nbval runs JOBS chapters at a time (one per xdist worker).
-test: setup
+test: setup chromium
 	@TIMEFORMAT="make test: unit tests %0R s"; time $(BIN)/python -m pytest -q tests
 	@TIMEFORMAT="make test: nbval on every chapter %0R s"; time \
 	  XLA_FLAGS="$(strip $(XLA_FLAGS) $(if $(filter-out 1,$(JOBS)),$(XLA_ONE_THREAD)))" \
@@ -90,6 +91,22 @@ test: setup
 	rm -rf _build/html _build/.doctrees _build/jupyter_execute
 	@TIMEFORMAT="make test: strict book build %0R s"; time \
 	  $(MAKE) --no-print-directory html JB_FLAGS="-W -n --keep-going"
+	@TIMEFORMAT="make test: browser check %0R s"; time $(MAKE) --no-print-directory browser
+
+# Headless Chromium for the browser check: the Debian package, installed with apt when missing
+# (Playwright drives it from the venv and never downloads a browser of its own).
+CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+chromium:
+	@test -x $(CHROMIUM) || { echo "installing chromium (apt-get)"; $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@test -x $(CHROMIUM) || { echo "$(CHROMIUM) is missing after apt-get install chromium" >&2; exit 1; }
+
+# Open every page of the built book (_build/html) in headless Chromium: equations typeset,
+# images loaded, internal links and anchors resolve, no cell errors, no console errors.
+# Full-page screenshots go to _build/screenshots/ (tests/browser_check.py).
+browser: $(STAMP) chromium
+	$(BIN)/python tests/browser_check.py _build/html --screenshots _build/screenshots
 
 # Every chapter under each declared variant (notebooks/NN_slug.variants.yml) and with its own
 # values, JOBS at a time, from the .md sources into a temporary folder; records the results
