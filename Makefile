@@ -106,7 +106,7 @@ chromium:
 # images loaded, internal links and anchors resolve, no cell errors, no console errors.
 # Full-page screenshots go to _build/screenshots/ (tests/browser_check.py).
 browser: $(STAMP) chromium
-	$(BIN)/python tests/browser_check.py _build/html --screenshots _build/screenshots
+	$(BIN)/python tests/browser_check.py _build/html --screenshots _build/screenshots --jobs $(JOBS)
 
 # Every chapter under each declared variant (notebooks/NN_slug.variants.yml) and with its own
 # values, JOBS at a time, from the .md sources into a temporary folder; records the results

@@ -14,6 +14,8 @@ must satisfy:
 * ``link`` / ``anchor``: every internal link points to an existing file, and its ``#fragment``
   to an element id (or ``<a name>``) on the target page;
 * ``cell-error``: no error output of a notebook cell (traceback), no docutils system message;
+* ``stderr``: no stderr output of a cell (a warning the reader would see: fix its cause, or
+  silence it in the cell with a comment saying why);
 * ``console``: no console error or uncaught exception, no failed or >= 400 request;
 * ``external``: no request leaves localhost (the book must read offline).
 
@@ -59,7 +61,7 @@ ASSET_DIRS = {"_static", "_sources", "_images", "_downloads", "mathjax", "_sphin
 VIEWPORT = {"width": 1280, "height": 900}
 TIMEOUT_MS = 60_000
 
-KINDS = ("math", "image", "link", "anchor", "cell-error", "console", "external")
+KINDS = ("math", "image", "link", "anchor", "cell-error", "stderr", "console", "external")
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,7 @@ def serve(site: Path):
 # Runs in the page once MathJax has finished: every check that needs the DOM.
 _PAGE_JS = r"""
 async () => {
-  const out = {math: [], images: [], links: [], ids: [], cellErrors: [], equations: 0};
+  const out = {math: [], images: [], links: [], ids: [], cellErrors: [], stderr: [], equations: 0};
   // --- math ---------------------------------------------------------------------------
   if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
     await MathJax.startup.promise;
@@ -192,6 +194,9 @@ async () => {
   for (const el of document.querySelectorAll('.cell_output .traceback, .output.traceback, .output.error, .system-message')) {
     const body = (el.querySelector('pre') || el).textContent;
     out.cellErrors.push(body.trim().split('\n').filter(Boolean).slice(-1)[0] || el.className);
+  }
+  for (const el of document.querySelectorAll('.cell_output .output.stderr')) {
+    out.stderr.push(el.textContent.trim().split('\n').filter(Boolean)[0] || 'stderr');
   }
   return out;
 }
@@ -272,6 +277,8 @@ def _check_one(context, site: Path, base: str, rel: str, page_set: set[str], sho
             fail("image", f"not loaded or zero size: {img['src']}")
     for msg in info["cellErrors"]:
         fail("cell-error", msg)
+    for msg in info["stderr"]:
+        fail("stderr", msg)
     anchors = []
     seen = set()
     for href in info["links"]:

@@ -68,6 +68,10 @@ def _broken_notebook() -> nbformat.NotebookNode:
         )
     ]
     nb.cells.append(cell)
+    cell = nbformat.v4.new_code_cell("np.log(0.0)", execution_count=2)
+    cell.outputs = [nbformat.v4.new_output(
+        "stream", name="stderr", text="RuntimeWarning: divide by zero encountered in log\n")]
+    nb.cells.append(cell)
     return nb
 
 
@@ -116,6 +120,7 @@ def test_every_failure_of_the_broken_page_is_reported(built):
         "link": ["nowhere.html"],
         "anchor": ["no-such-anchor"],
         "cell-error": ["ZeroDivisionError"],
+        "stderr": ["divide by zero encountered in log"],
         "console": ["deliberate console error"],
         "external": ["example.invalid"],
     }
