@@ -30,7 +30,7 @@ FIXTURE = ROOT / "tests" / "browser_fixture"
 sys.path.insert(0, str(ROOT / "tests"))
 import browser_check  # noqa: E402
 
-pytestmark = pytest.mark.skipif(
+_NO_CHROMIUM = pytest.mark.skipif(
     not Path(browser_check.CHROMIUM).exists(),
     reason=f"{browser_check.CHROMIUM} missing: `make chromium` installs the Debian package (make test does)",
 )
@@ -104,12 +104,14 @@ def _failures(report, page):
     return [f for f in report.failures if f.page == page]
 
 
+@_NO_CHROMIUM
 def test_good_pages_pass(built):
     _, _, report = built
     bad = [str(f) for f in report.failures if f.page != "broken.html"]
     assert not bad, "the fixture's good pages failed the browser check:\n" + "\n".join(bad)
 
 
+@_NO_CHROMIUM
 def test_every_failure_of_the_broken_page_is_reported(built):
     _, _, report = built
     fails = _failures(report, "broken.html")
@@ -131,6 +133,7 @@ def test_every_failure_of_the_broken_page_is_reported(built):
             assert any(needle in d for d in details), f"[{kind}] '{needle}' not reported; got:\n{text}"
 
 
+@_NO_CHROMIUM
 def test_a_screenshot_per_page(built):
     site, shots, report = built
     pages = [p.page for p in report.pages if browser_check.redirect_target(site, p.page) is None]
@@ -140,6 +143,7 @@ def test_a_screenshot_per_page(built):
         assert png.exists() and png.stat().st_size > 10_000, f"no full-page screenshot for {page}"
 
 
+@_NO_CHROMIUM
 def test_reading_aids_render(built):
     """The conventions of CONTRIBUTING.md produce numbered, captioned, cross-referenced output."""
     site, _, _ = built
@@ -164,3 +168,14 @@ def test_reading_aids_render(built):
     assert "notebooks/99_example.html#fig-example-spectrum" in index
     # the landing figure was extracted from the tagged cell
     assert (site.parent.parent.parent / "book" / "_figures" / "99_example.png").exists()
+
+
+def test_fixture_chapter_pair_in_sync():
+    """The example chapter's .ipynb is its .md executed (refresh: jupytext --to ipynb, then
+    jupyter nbconvert --execute --inplace, as `make notebooks` does for the book)."""
+    import jupytext
+
+    md = jupytext.read(FIXTURE / "notebooks" / "99_example.md")
+    nb = nbformat.read(FIXTURE / "notebooks" / "99_example.ipynb", as_version=4)
+    assert [c.source.strip() for c in md.cells] == [c.source.strip() for c in nb.cells]
+    assert all(c.get("execution_count") for c in nb.cells if c.cell_type == "code")
