@@ -171,3 +171,167 @@ def test_errors_name_the_argument():
         fourier.knn_graph_laplacian(rows, 2, allowed=np.eye(6, k=1, dtype=bool) | np.eye(6, k=-1, dtype=bool))
     with pytest.raises(ValueError, match="overlaps"):
         fourier.overlap_score(np.ones(3))
+
+
+# ----------------------------------------------------------------------------------------
+# relabelled tori, the permutation control, span shares
+# ----------------------------------------------------------------------------------------
+
+
+def test_relabelled_laplacian_is_the_permuted_lattice_quadratic_form():
+    """v^T L v on the relabelled torus = sum over lattice points of squared differences of the
+    function placed at (perm_a[a], perm_b[b]), computed on the grid directly."""
+    p = 7
+    perm_a, perm_b = fourier.random_relabelling(p, seed=4)
+    rng = np.random.default_rng(1)
+    for direction in ("a", "sum"):
+        L = fourier.torus_laplacian(p, direction, relabel=(perm_a, perm_b))
+        da, db = fourier.DIRECTIONS[direction]
+        for _ in range(3):
+            v = rng.standard_normal(p * p)
+            lattice = np.zeros((p, p))
+            lattice[perm_a[:, None], perm_b[None, :]] = v.reshape(p, p)  # input (a, b) sits at (perm_a[a], perm_b[b])
+            assert np.isclose(v @ L @ v, _quadratic_form_direct(lattice.ravel(), p, da, db), rtol=1e-12)
+    sparse = fourier.torus_laplacian(p, "diff", relabel=(perm_a, perm_b), sparse=True)
+    assert np.allclose(sparse.toarray(), fourier.torus_laplacian(p, "diff", relabel=(perm_a, perm_b)))
+
+
+def test_relabelled_family_is_the_fourier_family_of_the_new_labels():
+    p = 7
+    perm_a, perm_b = fourier.random_relabelling(p, seed=2)
+    a, b = np.divmod(np.arange(p * p), p)
+    fam = fourier.fourier_family(p, "sum", relabel=(perm_a, perm_b))
+    k = 3
+    expected = np.cos(2 * np.pi * k * (perm_a[a] + perm_b[b]) / p)
+    assert np.allclose(fam[k - 1, 0], expected / np.linalg.norm(expected))
+    # the relabelled family diagonalises the relabelled Laplacian
+    L = fourier.torus_laplacian(p, "sum", relabel=(perm_a, perm_b))
+    energy = 2 - 2 * np.cos(2 * np.pi * k * 2 / p)
+    assert np.allclose(L @ fam[k - 1, 1], energy * fam[k - 1, 1], atol=1e-12)
+    assert np.array_equal(fourier.relabel_index(p), np.arange(p * p))
+
+
+def test_span_share_is_the_mean_squared_cosine_of_the_principal_angles():
+    from scipy.linalg import subspace_angles
+
+    p = 7
+    fam = np.concatenate([fourier.fourier_family(p, "a"), fourier.fourier_family(p, "b")])
+    span = fam.reshape(-1, p * p).T
+    rng = np.random.default_rng(0)
+    basis = rng.standard_normal((p * p, 5))
+    expected = np.mean(np.cos(subspace_angles(basis, span)) ** 2)
+    assert fourier.span_share(basis, fam) == pytest.approx(expected, rel=1e-10)
+    inside = span @ rng.standard_normal((span.shape[1], 5))
+    assert fourier.span_share(inside, fam) == pytest.approx(1.0)
+    # a random k-dim subspace holds dim(span)/N of itself on average
+    draws = [fourier.span_share(rng.standard_normal((p * p, 4)), fam) for _ in range(200)]
+    assert np.mean(draws) == pytest.approx(span.shape[1] / (p * p), abs=0.03)
+
+
+@pytest.mark.parametrize("p", [7, 11])
+def test_torus_rotation_of_one_operand_functions_scores_1_on_every_relabelling(p):
+    """The theorem behind the permutation control: the span of all zero-mean functions of a
+    alone and of b alone contains the Fourier pairs of every relabelling, so the rotation by a
+    relabelled torus finds them exactly."""
+    planted = np.concatenate([fourier.fourier_family(p, f) for f in ("a", "b")]).reshape(-1, p * p).T
+    basis = planted @ ortho_group.rvs(planted.shape[1], random_state=np.random.default_rng(0))
+    _, _, score = fourier.torus_rotation(basis, p, ("a", "b"))
+    shuffled = fourier.permuted_torus_control(basis, p, ("a", "b"), n_perms=3, seed=1)
+    assert score == pytest.approx(1.0, abs=1e-9) and np.allclose(shuffled, 1.0, atol=1e-9)
+    # the shuffled torus's basis is a different basis: scored against the true families it is mixed
+    rotated, _, _ = fourier.torus_rotation(basis, p, ("a", "b"), relabel=fourier.random_relabelling(p, seed=1))
+    truth = np.concatenate([fourier.fourier_family(p, f) for f in ("a", "b")])
+    assert fourier.overlap_score(fourier.family_overlaps(rotated, truth)) < 0.6
+
+
+def test_permutation_control_fails_on_the_sum_difference_span():
+    """Functions of a + b are not functions of perm_a[a] + perm_b[b]: the control scores low."""
+    p = 11
+    planted = np.concatenate([fourier.fourier_family(p, f) for f in ("sum", "diff")]).reshape(-1, p * p).T
+    _, _, score = fourier.torus_rotation(planted, p, ("sum", "diff"))
+    shuffled = fourier.permuted_torus_control(planted, p, ("sum", "diff"), n_perms=3)
+    assert score == pytest.approx(1.0, abs=1e-9) and shuffled.max() < 0.3
+
+
+def test_rotation_refuses_rank_deficient_and_too_wide_bases():
+    L = fourier.torus_laplacian(5, "a")
+    deficient = np.eye(25)[:, :3] @ np.ones((3, 4))
+    with pytest.raises(ValueError, match="full column rank"):
+        fourier.rayleigh_ritz_rotation(deficient, L)
+    with pytest.raises(ValueError, match="k <= N"):
+        fourier.rayleigh_ritz_rotation(np.random.default_rng(0).standard_normal((25, 26)), L)
+    # a basis with a near-duplicate column is still full rank and gives vectors inside its span
+    basis = np.random.default_rng(1).standard_normal((25, 3))
+    basis = np.concatenate([basis, basis[:, :1] + 1e-6 * np.random.default_rng(2).standard_normal((25, 1))], axis=1)
+    rotated, _ = fourier.rayleigh_ritz_rotation(basis, L)
+    q, _ = np.linalg.qr(basis)
+    assert np.allclose(q @ (q.T @ rotated), rotated, atol=1e-8)
+
+
+def test_sparse_and_dense_laplacians_rotate_alike():
+    p = 7
+    basis = np.random.default_rng(0).standard_normal((p * p, 6))
+    dense = fourier.two_stage_rotation(basis, fourier.torus_laplacian(p, "a"), fourier.torus_laplacian(p, "b"))
+    sparse = fourier.two_stage_rotation(basis, fourier.torus_laplacian(p, "a", sparse=True),
+                                        fourier.torus_laplacian(p, "b", sparse=True))
+    assert np.allclose(dense[1], sparse[1])
+    assert np.allclose(np.abs(dense[0].T @ sparse[0]).max(axis=1), 1.0, atol=1e-8)  # same vectors up to sign
+
+
+# ----------------------------------------------------------------------------------------
+# learned priors
+# ----------------------------------------------------------------------------------------
+
+
+def test_graph_edge_shares_on_the_torus_and_on_the_rook_graph():
+    p = 7
+    torus = fourier.torus_laplacian(p, "a") + fourier.torus_laplacian(p, "b")
+    st = fourier.graph_edge_shares(torus, p)
+    assert st["edges"] == 2 * p * p and st["common_operand"] == 1.0 and st["torus_step"] == 1.0
+    # the rook's graph joins every pair sharing an operand: exactly the chance share of steps
+    a, b = np.divmod(np.arange(p * p), p)
+    W = ((a[:, None] == a[None, :]) | (b[:, None] == b[None, :])).astype(float)
+    np.fill_diagonal(W, 0)
+    rook = np.diag(W.sum(1)) - W
+    st = fourier.graph_edge_shares(rook, p, n_perms=5)
+    assert st["torus_step"] == pytest.approx(st["chance"]) == pytest.approx(4 / (2 * (p - 1)))
+    assert st["null_mean"] == pytest.approx(st["chance"]) and st["null_sd"] == pytest.approx(0.0, abs=1e-12)
+    # relabelling the torus graph gives the null: far below 1
+    st = fourier.graph_edge_shares(torus, p, n_perms=20, seed=0)
+    assert st["null_mean"] < 0.5
+
+
+@pytest.mark.parametrize("anchors", [(0, 1), (2, 6), (5, 3)])
+def test_line_graph_of_the_sum_difference_span_is_the_translation_cycle(anchors):
+    p = 11
+    planted = np.concatenate([fourier.fourier_family(p, f) for f in ("sum", "diff")]).reshape(-1, p * p).T
+    basis = planted @ ortho_group.rvs(planted.shape[1], random_state=np.random.default_rng(5))
+    step = (anchors[1] - anchors[0]) % p
+    expected = np.zeros((p, p))
+    for i in range(p):
+        expected[i, (i + step) % p] = expected[(i + step) % p, i] = 1
+    for axis in ("a", "b"):
+        assert np.array_equal(fourier.line_graph(basis, p, axis=axis, anchors=anchors), expected), axis
+    # the lifted Laplacians are the torus Laplacians with step `step` instead of 1
+    L_a, L_b = fourier.learned_axis_laplacians(basis, p, anchors_a=anchors, anchors_b=anchors)
+    assert np.allclose(L_a, fourier.torus_laplacian(p, (step, 0)))
+    assert np.allclose(L_b, fourier.torus_laplacian(p, (0, step)))
+
+
+def test_learned_laplacians_rotate_one_operand_functions_into_the_true_fourier_pairs():
+    """The learned prior recovers the true (cos k, sin k) pairs of a and b: a translation cycle
+    with any step generates the same eigenspaces as the +-1 cycle (p prime)."""
+    p = 11
+    sumdiff = np.concatenate([fourier.fourier_family(p, f) for f in ("sum", "diff")]).reshape(-1, p * p).T
+    ab = np.concatenate([fourier.fourier_family(p, f) for f in ("a", "b")])
+    layer1 = ab.reshape(-1, p * p).T @ ortho_group.rvs(4 * (p // 2), random_state=np.random.default_rng(6))
+    L_a, L_b = fourier.learned_axis_laplacians(sumdiff, p, anchors_a=(3, 8), anchors_b=(1, 4), sparse=True)
+    rotated, _ = fourier.two_stage_rotation(layer1, L_a, L_b)
+    ov = fourier.family_overlaps(rotated, ab)
+    assert np.allclose(ov.max(axis=1), 1.0, atol=1e-9)
+    assert np.all(np.bincount(ov.argmax(axis=1), minlength=2 * (p // 2)) == 2)
+    # from a random subspace the learned graph is not a translation cycle
+    noise = np.random.default_rng(7).standard_normal((p * p, sumdiff.shape[1]))
+    graph = fourier.line_graph(noise, p, axis="a", anchors=(3, 8))
+    i, j = np.nonzero(np.triu(graph))
+    assert np.mean(np.isin((j - i) % p, [5, p - 5])) < 0.5

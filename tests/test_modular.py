@@ -122,6 +122,7 @@ def test_grokking_epoch():
     steps = np.array([0, 10, 20, 30])
     assert modular.grokking_epoch(steps, np.array([0.0, 0.5, 0.95, 1.0])) == 20
     assert modular.grokking_epoch(steps, np.array([0.0, 0.5, 0.6, 0.7])) is None
+    assert modular.grokking_epoch(steps, np.array([0.0, 0.5, 0.6, 0.7]), threshold=0.6) == 20
     with pytest.raises(ValueError, match="same shape"):
         modular.grokking_epoch(steps, np.zeros(3))
 
@@ -143,3 +144,48 @@ def test_errors_name_the_argument():
         modular.expected_kernels_at_init(5, 0)
     with pytest.raises(ValueError, match="p must"):
         modular.make_data(1)
+
+
+def test_train_runs_matches_train_model_and_apply():
+    """The compiled multi-seed loop (one-hot gather, masked mean over all inputs) against the
+    shared helpers.train loop on apply: same data, same init, same AdamW, so the same trajectory
+    up to float32 summation order."""
+    p, n, epochs = 7, 16, 20
+    runs = modular.train_runs(p, [3], width=n, epochs=epochs, snapshot_every=5)
+    data = modular.make_data(p, seed=3)
+    params, hist = modular.train_model(data, width=n, epochs=epochs, seed=3, record_every=5)
+    assert list(runs.snapshot_epochs) == list(hist.steps) == [0, 5, 10, 15, 20]
+    assert np.array_equal(runs.train_idx[0], data.train_idx)
+    for k, epoch in enumerate(hist.steps):
+        q = runs.snapshot(0, int(epoch))
+        for name in ("W1", "W2"):
+            assert np.allclose(q[name], hist.params[k][name], rtol=1e-4, atol=1e-5), (epoch, name)
+        for metric in ("loss", "test_loss", "train_acc", "test_acc"):
+            assert runs.metrics[metric][0, epoch] == pytest.approx(hist.metrics[metric][k], rel=1e-4, abs=1e-6), (epoch, metric)
+
+
+def test_train_runs_metrics_are_those_of_the_snapshot_at_every_recorded_epoch():
+    p = 7
+    runs = modular.train_runs(p, [0, 1], width=8, epochs=6, snapshot_every=3)
+    assert runs.metrics["test_acc"].shape == (2, 7) and runs.params["W1"].shape == (2, 3, 8, 2 * p)
+    for i, seed in enumerate(runs.seeds):
+        data = modular.make_data(p, seed=int(seed))
+        xtr, ytr = data.x[data.train_idx], data.y[data.train_idx]
+        for epoch in runs.snapshot_epochs:
+            q = runs.snapshot(i, int(epoch))
+            assert runs.metrics["loss"][i, epoch] == pytest.approx(float(modular.mse_loss(q, xtr, ytr)), rel=1e-5)
+            acc = float(modular.accuracy(q, data.x[data.test_idx], data.y[data.test_idx]))
+            assert runs.metrics["test_acc"][i, epoch] == pytest.approx(acc)
+    # different seeds: different initialisations and splits
+    assert not np.allclose(runs.params["W1"][0, 0], runs.params["W1"][1, 0])
+    assert not np.array_equal(runs.train_idx[0], runs.train_idx[1])
+
+
+def test_train_runs_shuffled_targets_are_a_relabelling_of_the_sums():
+    p = 7
+    runs = modular.train_runs(p, [0], width=8, epochs=2, snapshot_every=1, shuffle_labels=True)
+    sums = (np.arange(p * p) // p + np.arange(p * p) % p) % p
+    assert runs.shuffled and not np.array_equal(runs.labels[0], sums)
+    assert np.array_equal(np.sort(runs.labels[0]), np.sort(sums))
+    with pytest.raises(ValueError, match="epoch"):
+        runs.snapshot(0, 7)
