@@ -80,13 +80,14 @@ pairs: $(STAMP)
 nbval: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile --nbval --nbval-current-env --nbval-cell-timeout=900 $(IPYNBS)
 
-# Each stage prints its wall time. nbval runs JOBS chapters at a time (one per xdist worker).
+# Each stage prints its wall time. nbval runs JOBS chapters at a time (one per xdist worker),
+# the longest (by the last recorded `make variants`) first.
 test: setup chromium
 	@TIMEFORMAT="make test: unit tests %0R s"; time $(BIN)/python -m pytest -q tests
 	@TIMEFORMAT="make test: nbval on every chapter %0R s"; time \
 	  XLA_FLAGS="$(strip $(XLA_FLAGS) $(if $(filter-out 1,$(JOBS)),$(XLA_ONE_THREAD)))" \
-	  $(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile \
-	  --nbval --nbval-current-env --nbval-cell-timeout=900 $(IPYNBS)
+	  $(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile --no-loadscope-reorder \
+	  --nbval --nbval-current-env --nbval-cell-timeout=900 $$($(BIN)/python -m tools.variants --longest-first)
 	@TIMEFORMAT="make test: declared variants %0R s"; time $(BIN)/python -m tools.variants --jobs $(JOBS)
 	rm -rf _build/html _build/.doctrees _build/jupyter_execute
 	@TIMEFORMAT="make test: strict book build %0R s"; time \

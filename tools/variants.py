@@ -211,11 +211,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--record-dir", type=Path, default=RECORD)
     parser.add_argument("--min-variants", type=int, default=2)
     parser.add_argument("--cell-timeout", type=int, default=900)
+    parser.add_argument("--longest-first", action="store_true",
+                        help="print the chapters' .ipynb paths, longest recorded run first, and exit")
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs must be >= 1; got {args.jobs}")
 
     sources = chapters.chapter_sources(args.notebooks)
+    if args.longest_first:
+        # for nbval under xdist (--no-loadscope-reorder): the longest chapters start first, so
+        # the last one to finish is a short one and the other core is not left idle long
+        jobs = [Job(md.stem, "default", {}, md=str(md)) for md in sources]
+        _expected_times(jobs, args.record_dir / "variants.json")
+        order = sorted(range(len(jobs)), key=lambda i: -jobs[i].expected)
+        print(" ".join(_rel(Path(jobs[i].md).with_suffix(".ipynb")) for i in order))
+        return 0
     if args.only:
         try:
             wanted = {chapters.find_chapter(s, args.notebooks) for s in args.only}
