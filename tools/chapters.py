@@ -228,7 +228,8 @@ def check_values(values: dict, params: dict[str, Parameter], where: str) -> list
             problems.append(
                 f"{where}: sets {', '.join(repr(m) for m in moved)}, but '{name} = {param.source}' is "
                 f"computed from it inside the parameters cell, before papermill injects the new values, "
-                f"so '{name}' would keep its default; set '{name}' too"
+                f"so '{name}' would keep its default: compute '{name}' in a cell after the parameters cell "
+                f"(then it follows any injected value), or set it here too"
             )
     return problems
 

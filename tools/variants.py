@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     todo = plan(sources, args.with_default, args.min_variants)
     for bad in todo.invalid:
-        print(f"INVALID {bad.message}", file=sys.stderr)
+        print(f"INVALID {bad.message}", file=sys.stderr, flush=True)
     if args.check:
         n = sum(1 for j in todo.jobs if j.variant != "default")
         print(f"{len(sources) - len(todo.invalid)} variants file(s) valid ({n} variants), {len(todo.invalid)} invalid")
