@@ -6,6 +6,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 jax.config.update("jax_enable_x64", True)
@@ -277,3 +278,150 @@ def test_errors_name_the_problem():
     big = {"w": np.arange(shapley.MAX_PLAYERS + 1)}
     with pytest.raises(ValueError, match="MAX_PLAYERS"):
         shapley.count_players(big)
+
+
+# --- pairwise games: closed form against enumeration ----------------------------------------
+
+
+def additive_game(n=6, N=5, C=3, seed=0):
+    """Players that add their own output changes Delta_a; residual r; squared error over N*C entries."""
+    rng = np.random.default_rng(seed)
+    r = rng.normal(size=(N, C))
+    D = rng.normal(size=(n, N, C))
+    masks = shapley.coalition_masks(n).astype(float)
+    moved = r[None] + np.einsum("sa,anc->snc", masks, D)
+    values = np.mean(r**2) - np.mean(moved**2, axis=(1, 2))  # v(S) = L(r) - L(r + Delta_S), enumerated
+    return r, D, values
+
+
+def test_pairwise_dividends_match_enumerated_moebius():
+    n = 6
+    r, D, values = additive_game(n)
+    m = shapley.mobius(values)
+    singles, pairs = shapley.pairwise_dividends(r, D)
+    np.testing.assert_allclose(singles, m[1 << np.arange(n)], rtol=1e-12, atol=1e-14)
+    for i, j in itertools.combinations(range(n), 2):
+        assert pairs[i, j] == pytest.approx(m[bits([i, j])], rel=1e-12, abs=1e-14)
+        assert pairs[j, i] == pairs[i, j]
+    assert np.all(np.diag(pairs) == 0)
+    # the game is quadratic: no dividend of order >= 3
+    assert shapley.mass_by_order(m, absolute=True)[3:].sum() < 1e-12 * np.abs(m).sum()
+
+
+def test_pairwise_dividends_from_factors_match_enumeration():
+    # one hidden layer: Delta_a[x, c] = act_new[a, x] read_new[a, c] - act_old[a, x] read_old[a, c]
+    rng = np.random.default_rng(1)
+    n, N, C = 5, 7, 3
+    act = rng.normal(size=(2, n, N))
+    read = rng.normal(size=(2, n, C))
+    D = np.einsum("kax,kac->axc", act, read * np.array([1.0, -1.0])[:, None, None])
+    r = rng.normal(size=(N, C))
+    masks = shapley.coalition_masks(n).astype(float)
+    values = np.mean(r**2) - np.mean((r[None] + np.einsum("sa,axc->sxc", masks, D)) ** 2, axis=(1, 2))
+    m = shapley.mobius(values)
+    singles, pairs = shapley.pairwise_dividends(r, factors=(act, read * np.array([1.0, -1.0])[:, None, None]))
+    np.testing.assert_allclose(singles, m[1 << np.arange(n)], rtol=1e-11)
+    np.testing.assert_allclose([pairs[i, j] for i, j in itertools.combinations(range(n), 2)],
+                               [m[bits([i, j])] for i, j in itertools.combinations(range(n), 2)], rtol=1e-11)
+
+
+def one_hidden_layer():
+    rng = np.random.default_rng(3)
+    params = {"W1": jnp.asarray(rng.normal(size=(6, 4))), "W2": jnp.asarray(rng.normal(size=(3, 6)))}
+    x = jnp.asarray(rng.normal(size=(9, 4)))
+    y = jnp.asarray(rng.normal(size=(9, 3)))
+    f = lambda q, xx: jnp.tanh(xx @ q["W1"].T) @ q["W2"].T
+    loss = lambda q: jnp.mean((f(q, x) - y) ** 2)
+    labels = shapley.unit_labels(params, {"W1": 0, "W2": 1}, np.arange(6))
+    return params, x, y, f, loss, labels
+
+
+def test_displacement_game_of_one_hidden_layer_is_pairwise_with_the_closed_form():
+    params, x, y, f, loss, labels = one_hidden_layer()
+    rng = np.random.default_rng(4)
+    delta = jax.tree_util.tree_map(lambda a: jnp.asarray(rng.normal(size=a.shape)), params)
+    values = shapley.displacement_game(loss, params, delta, labels)
+    # direct check of one coalition
+    S = [1, 4]
+    on = np.isin(np.arange(6), S).astype(float)
+    moved = {"W1": params["W1"] + delta["W1"] * on[:, None], "W2": params["W2"] + delta["W2"] * on[None, :]}
+    assert values[bits(S)] == pytest.approx(float(loss(params) - loss(moved)), rel=1e-12)
+    # neuron output changes, each neuron moved alone
+    contrib = []
+    for a in range(6):
+        e = (np.arange(6) == a).astype(float)
+        qa = {"W1": params["W1"] + delta["W1"] * e[:, None], "W2": params["W2"] + delta["W2"] * e[None, :]}
+        contrib.append(np.asarray(f(qa, x) - f(params, x)))
+    singles, pairs = shapley.pairwise_dividends(np.asarray(f(params, x) - y), np.array(contrib))
+    m = shapley.mobius(values)
+    np.testing.assert_allclose(singles, m[1 << np.arange(6)], rtol=1e-10)
+    np.testing.assert_allclose(pairs[0, 5], m[bits([0, 5])], rtol=1e-10)
+    assert shapley.mass_by_order(m, absolute=True)[3:].sum() < 1e-10 * np.abs(m).sum()
+
+
+def test_training_game_one_sgd_step_is_the_step_game_and_adam_matches_a_direct_loop():
+    params, x, y, f, loss, labels = one_hidden_layer()
+    eta = 0.2
+    v_sgd = shapley.training_game(loss, params, labels, optimizer=optax.sgd(eta), steps=1)
+    np.testing.assert_allclose(v_sgd, shapley.step_game(loss, params, labels, step_size=eta), rtol=1e-10, atol=1e-15)
+    opt = optax.adam(0.05)
+    state = opt.init(params)
+    state = opt.update(jax.grad(loss)(params), state, params)[1]  # a carried (non-initial) state
+    steps = 3
+    values = shapley.training_game(loss, params, labels, optimizer=opt, steps=steps, opt_state=state)
+    S = [0, 2, 3]
+    on = jax.tree_util.tree_map(lambda l: jnp.asarray(np.isin(np.asarray(l), S), jnp.float64), labels)
+    q, s = params, state
+    for _ in range(steps):
+        g = jax.tree_util.tree_map(jnp.multiply, jax.grad(loss)(q), on)
+        u, s = opt.update(g, s, q)
+        q = optax.apply_updates(q, jax.tree_util.tree_map(jnp.multiply, u, on))
+    assert values[bits(S)] == pytest.approx(float(loss(params) - loss(q)), rel=1e-10)
+    # responses to partners' moves: the training game has dividends above order two
+    m = shapley.mobius(values)
+    assert shapley.mass_by_order(m, absolute=True)[3:].sum() > 1e-6 * np.abs(m).sum()
+
+
+def test_args_are_passed_to_the_loss():
+    params, x, y, f, loss, labels = one_hidden_layer()
+    loss_args = lambda q, xx, yy: jnp.mean((f(q, xx) - yy) ** 2)
+    np.testing.assert_allclose(shapley.step_game(loss_args, params, labels, step_size=0.1, args=(x, y)),
+                               shapley.step_game(loss, params, labels, step_size=0.1), rtol=1e-12, atol=1e-15)
+
+
+def test_pairwise_mass_by_level_matches_mass_by_level_of_the_enumerated_game():
+    n = 6
+    r, D, values = additive_game(n, seed=5)
+    m = shapley.mobius(values)
+    singles, pairs = shapley.pairwise_dividends(r, D)
+    levels = [np.array([0, 0, 0, 1, 1, 1]), np.array([0, 0, 1, 2, 2, 3])]
+    for absolute in (False, True):
+        np.testing.assert_allclose(shapley.pairwise_mass_by_level(singles, pairs, levels, absolute=absolute),
+                                   shapley.mass_by_level(m, levels, absolute=absolute), rtol=1e-10, atol=1e-14)
+    lca = shapley.pair_levels(levels, n)
+    assert lca[0, 1] == 2 and lca[0, 2] == 1 and lca[0, 3] == 0 and lca[4, 4] == 3
+    # relabelling: row r moves player a to leaf perm[a]; the same as permuting the block labels
+    rng = np.random.default_rng(6)
+    perms = np.stack([rng.permutation(n) for _ in range(4)])
+    relabelled = shapley.pairwise_mass_by_level(singles, pairs, levels, relabel=perms)
+    for k, perm in enumerate(perms):
+        np.testing.assert_allclose(relabelled[k], shapley.pairwise_mass_by_level(singles, pairs, [lev[perm] for lev in levels]), rtol=1e-10, atol=1e-14)
+    # a stack of games gives each game's masses
+    stacked = shapley.pairwise_mass_by_level(np.stack([singles, 2 * singles]), np.stack([pairs, -pairs]), levels)
+    np.testing.assert_allclose(stacked[1, :-1], -stacked[0, :-1])
+    assert stacked[1, -1] == pytest.approx(2 * stacked[0, -1])
+
+
+def test_level_height():
+    assert shapley.level_height(np.array([1.0, 0.0, 0.0])) == 1.0
+    assert shapley.level_height(np.array([0.0, 0.0, 2.0])) == 0.0
+    assert shapley.level_height(np.array([1.0, -1.0, 2.0])) == pytest.approx((1.0 + 0.5) / 4.0)
+    np.testing.assert_allclose(shapley.level_height(np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])), [0.5, 0.5])
+
+
+def test_check_levels_accepts_many_players():
+    n = 64
+    levels = [np.arange(n) // 32, np.arange(n) // 8]
+    full = shapley.check_levels(levels, n)
+    assert len(full) == 4
+    assert shapley.pair_levels(levels, n)[0, 63] == 0
