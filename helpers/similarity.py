@@ -13,7 +13,8 @@ sensitivity kernel, seed 001 §4). This module compares such kernels:
   correlation of a ``d``-dimensional subspace with a ``D``-dimensional one grows with ``D``,
   so comparisons at unequal dimension are biased towards the larger one;
 * ``permutation_null``: the chance level of either measure for two kernels with the given
-  spectra, from relabelling the inputs of one of them;
+  spectra, from relabelling the inputs of one of them; ``compare_pairs`` computes both
+  measures and their nulls for many pairs of kernels, decomposing each kernel once;
 * ``context_overlap``: principal-angle cosines between the top eigen-directions of a kernel
   restricted to a subset of inputs and those of the whole kernel (seed 001 §8);
 * ``effective_rank``: the entropy effective rank ``exp(-sum p log p)``, ``p = lambda/sum lambda``
@@ -43,7 +44,9 @@ __all__ = [
     "cca",
     "mean_cca",
     "permutation_null",
+    "compare_pairs",
     "context_overlap",
+    "context_overlaps",
     "effective_rank",
     "diffusion_map",
     "cluster",
@@ -301,6 +304,171 @@ def permutation_null(
     return out
 
 
+def _dims(dim, n: int):
+    """``dim`` as a tuple of ints in [1, n - 1], and whether it was a single int."""
+    if isinstance(dim, (list, tuple, np.ndarray)):
+        if len(dim) == 0:
+            raise ValueError("dim must be an integer or a non-empty sequence of integers; got an empty sequence")
+        dims = tuple(_checks.integer(d, "dim", low=1, high=n - 1) for d in dim)
+        return dims, False
+    return (_checks.integer(dim, "dim", low=1, high=n - 1),), True
+
+
+def compare_pairs(
+    kernels: dict,
+    pairs,
+    *,
+    dim=None,
+    energy: float | None = None,
+    permutations: int = 0,
+    seed: int = 0,
+) -> dict:
+    """CKA, CCA and their permutation nulls for many pairs of kernels, each kernel decomposed once.
+
+    The same numbers as ``cka``, ``mean_cca`` and ``permutation_null`` called pair by pair,
+    without repeating the centring and eigen-decomposition of a kernel that enters several
+    pairs (seed 001 §4 tracks every pair of layer kernels over training).
+
+    Args:
+        kernels: dict name -> ``(N, N)`` kernel, all on the same ``N`` inputs.
+        pairs: sequence of ``(name, name)``; ``P`` pairs.
+        dim: ``None``, an integer, or a sequence of ``D`` integers: the common dimension(s) of
+            equal-dimension CCA (``mean_cca(K, L, dim=d)``; each kernel's leading subspace must be
+            determined, as in ``leading_subspace``).
+        energy: ``None`` or the trace fraction of the energy rule (``mean_cca(K, L, energy=...)``).
+        permutations: relabellings per pair for the nulls (0: none). Pair ``j`` uses the
+            permutations of ``permutation_null(K, L, seed=seed + j)``.
+        seed: non-negative integer.
+
+    Returns:
+        dict with ``"cka"`` ``(P,)``; with ``dim``: ``"cca"`` ``(P,)`` for an integer or
+        ``(P, D)`` for a sequence; with ``energy``: ``"cca_energy"`` ``(P,)`` and ``"kept"``
+        ``(P, 2)`` (directions kept for each kernel of the pair); with ``permutations``:
+        ``"cka_null"`` ``(P, permutations)`` and, with ``dim``, ``"cca_null"`` shaped like
+        ``"cca"`` plus a trailing ``permutations`` axis.
+    """
+    if not isinstance(kernels, dict) or not kernels:
+        raise TypeError(f"kernels must be a non-empty dict name -> (N, N) kernel; got {_checks.describe(kernels)}")
+    checked = {}
+    for name, K in kernels.items():
+        checked[name] = _kernel(K, f"kernels[{name!r}]")
+    shapes = {K.shape for K, _ in checked.values()}
+    if len(shapes) != 1:
+        raise ValueError(f"kernels must all be on the same inputs (one shape); got shapes {sorted(shapes)}")
+    n = next(iter(shapes))[0]
+    if isinstance(pairs, (str, bytes)) or not hasattr(pairs, "__iter__"):
+        raise TypeError(f"pairs must be a sequence of (name, name) tuples; got {_checks.describe(pairs)}")
+    pairs = list(pairs)
+    if not pairs:
+        raise ValueError("pairs must hold at least one (name, name) pair; got none")
+    for pair in pairs:
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise TypeError(f"pairs must hold (name, name) tuples; got {pair!r}")
+        for name in pair:
+            if name not in checked:
+                raise ValueError(f"pairs must name kernels in kernels {sorted(map(str, checked))}; got {name!r}")
+    dims, single = (None, True) if dim is None else _dims(dim, n)
+    if energy is not None:
+        energy, _ = _energy_and_rank(energy, None)
+    permutations = _checks.integer(permutations, "permutations", low=0)
+    seed = _checks.integer(seed, "seed", low=0)
+
+    used = {name for pair in pairs for name in pair}
+    centred, norms, bases, energy_bases = {}, {}, {}, {}
+    for name in used:
+        K, tol = checked[name]
+        centred[name], norms[name] = _centred(K), np.linalg.norm(K)
+        label = f"kernels[{name!r}]"
+        if dims is not None or energy is not None:
+            # the energy rule needs the whole spectrum; equal dimensions only the top of it
+            lam, U = _eigen_centred(K, top=None if energy is not None else max(dims) + 1)
+            if dims is not None:
+                top = max(dims)
+                # the checks of _leading_by_dim at every requested dimension, on one decomposition
+                rank = _positive_rank(lam, tol)
+                for d in dims:
+                    if rank < d:
+                        raise ValueError(
+                            f"dim must be <= the number of positive eigenvalues of the centred {label}; got dim = {d} "
+                            f"but {label} has {rank}"
+                        )
+                    if lam[d - 1] - lam[d] <= tol * lam[0]:
+                        raise ValueError(
+                            f"dim = {d} cuts through a degenerate eigenvalue of {label} ({lam[d - 1]:.6g} and "
+                            f"{lam[d]:.6g}): its leading {d}-dimensional subspace is not determined; choose another dim"
+                        )
+                bases[name] = U[:, :top]
+            if energy is not None:
+                lam_pos = np.clip(lam, 0.0, None)
+                rank = _positive_rank(lam_pos, tol)
+                if rank == 0:
+                    raise ValueError(f"{label} must vary over the inputs (its centred kernel is zero)")
+                r = min(int(np.searchsorted(np.cumsum(lam_pos) / lam_pos.sum(), energy - 1e-12) + 1), rank)
+                energy_bases[name] = U[:, :r]
+
+    def cca_dims(U, V):
+        return np.array([_subspace_cca(U[:, :d], V[:, :d]) for d in dims])
+
+    out = {"cka": np.empty(len(pairs))}
+    if dims is not None:
+        out["cca"] = np.empty((len(pairs), len(dims)))
+    if energy is not None:
+        out["cca_energy"], out["kept"] = np.empty(len(pairs)), np.empty((len(pairs), 2), dtype=int)
+    if permutations:
+        out["cka_null"] = np.empty((len(pairs), permutations))
+        if dims is not None:
+            out["cca_null"] = np.empty((len(pairs), len(dims), permutations))
+    for j, (a, b) in enumerate(pairs):
+        scale, tols = (norms[a], norms[b]), (checked[a][1], checked[b][1])
+        names = (f"kernels[{a!r}]", f"kernels[{b!r}]")
+        out["cka"][j] = _cka_centred(centred[a], centred[b], scale, tols, names)
+        if dims is not None:
+            out["cca"][j] = cca_dims(bases[a], bases[b])
+        if energy is not None:
+            out["cca_energy"][j] = _subspace_cca(energy_bases[a], energy_bases[b])
+            out["kept"][j] = energy_bases[a].shape[1], energy_bases[b].shape[1]
+        if permutations:
+            rng = np.random.default_rng(seed + j)
+            for i in range(permutations):
+                perm = rng.permutation(n)
+                out["cka_null"][j, i] = _cka_centred(centred[a], centred[b][np.ix_(perm, perm)], scale, tols, names)
+            if dims is not None:
+                rng = np.random.default_rng(seed + j)
+                for i in range(permutations):
+                    out["cca_null"][j, :, i] = cca_dims(bases[a], bases[b][rng.permutation(n)])
+    if single and dims is not None:
+        out["cca"] = out["cca"][:, 0]
+        if "cca_null" in out:
+            out["cca_null"] = out["cca_null"][:, 0]
+    return out
+
+
+def _subset(subset, n: int, name: str) -> np.ndarray:
+    subset = _checks.array(subset, name, ndim=1, kind="int")
+    if subset.min() < 0 or subset.max() >= n:
+        raise ValueError(f"{name} must hold indices in [0, {n}); got values from {subset.min()} to {subset.max()}")
+    if np.unique(subset).size != subset.size:
+        raise ValueError(f"{name} must hold distinct indices; got {subset.size - np.unique(subset).size} repeated")
+    return subset
+
+
+def _top_positive(K: np.ndarray, tol: float, k: int, where: str) -> tuple[np.ndarray, np.ndarray]:
+    lam, V = np.linalg.eigh(K)
+    lam, V = lam[::-1][:k], V[:, ::-1][:, :k]
+    if _positive_rank(lam, tol) < k:
+        raise ValueError(
+            f"k must be <= the number of positive eigenvalues of {where}; got k = {k} "
+            f"(eigenvalue {k} is {lam[-1]:.3g}, the largest {lam[0]:.3g})"
+        )
+    return lam, V
+
+
+def _overlap(K, tol, subset, k, lam, V, where):
+    lam_s, U = _top_positive(K[np.ix_(subset, subset)], tol, k, where)
+    O = (U / np.sqrt(lam_s)).T @ K[subset] @ (V / np.sqrt(lam))
+    return np.clip(np.linalg.svd(O, compute_uv=False), 0.0, 1.0)
+
+
 def context_overlap(K, subset, k: int) -> np.ndarray:
     """Cosines of the principal angles between the top-``k`` directions of a context kernel and of ``K``.
 
@@ -321,25 +489,29 @@ def context_overlap(K, subset, k: int) -> np.ndarray:
         ``(k,)`` cosines in ``[0, 1]``, descending.
     """
     K, tol = _kernel(K, "K")
-    n = K.shape[0]
-    subset = _checks.array(subset, "subset", ndim=1, kind="int")
-    if subset.min() < 0 or subset.max() >= n:
-        raise ValueError(f"subset must hold indices in [0, {n}); got values from {subset.min()} to {subset.max()}")
-    if np.unique(subset).size != subset.size:
-        raise ValueError(f"subset must hold distinct indices; got {subset.size - np.unique(subset).size} repeated")
+    subset = _subset(subset, K.shape[0], "subset")
     k = _checks.integer(k, "k", low=1, high=subset.size)
-    lam, V = np.linalg.eigh(K)
-    lam, V = lam[::-1][:k], V[:, ::-1][:, :k]
-    lam_s, U = np.linalg.eigh(K[np.ix_(subset, subset)])
-    lam_s, U = lam_s[::-1][:k], U[:, ::-1][:, :k]
-    for values, where in ((lam, "K"), (lam_s, "K[subset][:, subset]")):
-        if _positive_rank(values, tol) < k:
-            raise ValueError(
-                f"k must be <= the number of positive eigenvalues of {where}; got k = {k} "
-                f"(eigenvalue {k} is {values[-1]:.3g}, the largest {values[0]:.3g})"
-            )
-    O = (U / np.sqrt(lam_s)).T @ K[subset] @ (V / np.sqrt(lam))
-    return np.clip(np.linalg.svd(O, compute_uv=False), 0.0, 1.0)
+    lam, V = _top_positive(K, tol, k, "K")
+    return _overlap(K, tol, subset, k, lam, V, "K[subset][:, subset]")
+
+
+def context_overlaps(K, subsets, k: int) -> np.ndarray:
+    """``context_overlap`` for several contexts, decomposing ``K`` once: ``(S, k)``.
+
+    Args:
+        K: ``(N, N)`` positive semi-definite kernel.
+        subsets: sequence of ``S`` index arrays, each as ``subset`` of ``context_overlap``.
+        k: number of directions compared, at most the size of the smallest subset.
+    """
+    K, tol = _kernel(K, "K")
+    if isinstance(subsets, (str, bytes, dict, np.ndarray)) or not hasattr(subsets, "__iter__"):
+        raise TypeError(f"subsets must be a sequence of index arrays; got {_checks.describe(subsets)}")
+    subsets = [_subset(s, K.shape[0], f"subsets[{i}]") for i, s in enumerate(subsets)]
+    if not subsets:
+        raise ValueError("subsets must hold at least one index array; got none")
+    k = _checks.integer(k, "k", low=1, high=min(s.size for s in subsets))
+    lam, V = _top_positive(K, tol, k, "K")
+    return np.array([_overlap(K, tol, s, k, lam, V, f"K[subsets[{i}]][:, subsets[{i}]]") for i, s in enumerate(subsets)])
 
 
 def effective_rank(K, *, kind: str = "entropy") -> float:

@@ -219,6 +219,9 @@ def test_context_overlap_against_explicit_features():
     assert np.allclose(sim.context_overlap(K, np.arange(40), k), 1.0)
     with pytest.raises(ValueError, match="k must be"):
         sim.context_overlap(K, S, 21)
+    many = sim.context_overlaps(K, [S, np.arange(10, 40), np.arange(40)], k)
+    assert np.allclose(many[0], sim.context_overlap(K, S, k)) and np.allclose(many[2], 1.0)
+    assert np.allclose(many[1], sim.context_overlap(K, np.arange(10, 40), k))
 
 
 def test_fixed_silent_results():
@@ -232,3 +235,24 @@ def test_fixed_silent_results():
     v = np.arange(1.0, 9.0)
     K = np.outer(v, v).astype(np.float32)
     assert abs(sim.effective_rank(K) - 1.0) < 1e-6
+
+
+def test_compare_pairs_equals_pair_by_pair(kernels):
+    K, L = kernels
+    M = K + 0.5 * L
+    ks = {"K": K, "L": L, "M": M}
+    pairs = [("K", "L"), ("L", "M"), ("K", "M")]
+    out = sim.compare_pairs(ks, pairs, dim=[2, 5], energy=0.9, permutations=4, seed=7)
+    single = sim.compare_pairs(ks, pairs, dim=5, permutations=4, seed=7)
+    for j, (a, b) in enumerate(pairs):
+        assert abs(out["cka"][j] - sim.cka(ks[a], ks[b])) < 1e-12
+        assert abs(out["cca_energy"][j] - sim.mean_cca(ks[a], ks[b], energy=0.9)) < 1e-10
+        assert tuple(out["kept"][j]) == tuple(sim.kernel_features(ks[n], energy=0.9).shape[1] for n in (a, b))
+        for k, d in enumerate([2, 5]):
+            assert abs(out["cca"][j, k] - sim.mean_cca(ks[a], ks[b], dim=d)) < 1e-10
+            null = sim.permutation_null(ks[a], ks[b], measure="cca", dim=d, permutations=4, seed=7 + j)
+            assert np.allclose(out["cca_null"][j, k], null, atol=1e-10)
+        assert np.allclose(out["cka_null"][j], sim.permutation_null(ks[a], ks[b], permutations=4, seed=7 + j), atol=1e-12)
+        assert abs(single["cca"][j] - out["cca"][j, 1]) < 1e-10
+        assert np.allclose(single["cca_null"][j], out["cca_null"][j, 1], atol=1e-10)
+    assert set(sim.compare_pairs(ks, pairs)) == {"cka"}
