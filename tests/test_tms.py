@@ -172,36 +172,63 @@ def test_alignment_scores_on_constructed_case():
     assert sc2["mutual_fraction"] == 0.75
 
 
-def test_bad_settings_raise():
-    key = jax.random.PRNGKey(0)
-    with pytest.raises(ValueError, match="n_hidden"):
-        tms.init_params(5, 6, key=key)
-    for s in (-0.1, 1.0, 1.5):
-        with pytest.raises(ValueError, match="sparsity"):
-            tms.make_data(10, 5, s, key=key)
-    with pytest.raises(ValueError, match="n_points"):
-        tms.make_data(0, 5, 0.5, key=key)
-    with pytest.raises(ValueError, match="decay"):
-        tms.importance(5, 1.5)
-    params = tms.init_params(5, 2, key=key, dtype=jnp.float64)
-    x = tms.make_data(4, 5, 0.5, key=key, dtype=jnp.float64)
-    with pytest.raises(ValueError, match="x1"):
-        tms.closed_form_entk(params, x[:, :4])
-    with pytest.raises(TypeError, match="params"):
-        tms.closed_form_entk({"w": params["w"]}, x)
-    with pytest.raises(ValueError, match=r"params\['b'\]"):
-        tms.closed_form_dual({"w": params["w"], "b": params["b"][:3]}, x)
-    with pytest.raises(ValueError, match="output_weights"):
-        tms.dual_kernel(tms.apply, params, x, output_weights=np.ones(4))
-    with pytest.raises(ValueError, match="output_weights"):
-        tms.closed_form_dual(params, x, output_weights=-np.ones(5))
-    with pytest.raises(ValueError, match="k must"):
-        tms.flattened_eigenpairs(tms.apply, params, x, k=0)
-    with pytest.raises(ValueError, match="gram"):
-        tms.flattened_eigenpairs(tms.apply, params, x, k=1, gram=np.eye(3))
-    with pytest.raises(ValueError, match="NaN|non-finite"):
-        tms.closed_form_entk(params, x.at[0, 0].set(jnp.nan))
-    with pytest.raises(ValueError, match="share D"):
-        tms.alignment(np.ones((6, 2)), np.ones((5, 2)))
-    with pytest.raises(ValueError, match="weights"):
-        tms.train_tms(x, 2, key=key, weights=np.ones(3), steps=1)
+@pytest.mark.parametrize("n_hidden", [2, 4])  # 2: order (x W^T) W; 4 > 0.4 n: order x (W^T W)
+def test_train_many_is_independent_adam_runs(n_hidden):
+    """Stacked training equals one helpers.train run per dataset and key (Adam is elementwise)."""
+    keys = jax.random.split(jax.random.PRNGKey(11), 2)
+    xs = jnp.stack([tms.make_data(40, 9, s, key=k, dtype=jnp.float64) for k, s in zip(keys, (0.2, 0.9))])
+    init_keys = jax.random.split(jax.random.PRNGKey(12), 2)
+    w = tms.importance(9)
+    hist = tms.train_many(xs, n_hidden, keys=init_keys, weights=w, steps=120, lr=1e-2, record_at=[40])
+    assert list(hist.steps) == [0, 40, 120] and hist.metrics["loss"].shape == (3, 2)
+    for r in range(2):
+        ref, ref_hist = tms.train_tms(xs[r], n_hidden, key=init_keys[r], weights=w, steps=120, lr=1e-2, record_every=40)
+        np.testing.assert_allclose(hist.params[-1]["w"][r], ref["w"], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(hist.params[-1]["b"][r], ref["b"], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(hist.params[1]["w"][r], ref_hist.params[1]["w"], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(hist.metrics["loss"][:, r], ref_hist.metrics["loss"][[0, 1, 3]], rtol=1e-9)
+    # the runs differ (datasets and initial weights are not shared)
+    assert np.abs(hist.params[-1]["w"][0] - hist.params[-1]["w"][1]).max() > 1e-3
+
+
+def test_project_out_against_least_squares():
+    rng = np.random.default_rng(3)
+    x = rng.uniform(size=(8, 5)) * (rng.uniform(size=(8, 5)) > 0.4)
+    x[0] = 0.3  # every feature active at least once
+    F = tms.feature_indicator(x)
+    B = tms.feature_indicator(np.ones_like(x))
+    S = tms.feature_indicator((x != 0).astype(float))
+    R = tms.project_out(F, [B, S])
+    for i in range(5):
+        basis = np.stack([B[:, i], S[:, i]], axis=1)
+        coef, *_ = np.linalg.lstsq(basis, F[:, i], rcond=None)
+        np.testing.assert_allclose(R[:, i], F[:, i] - basis @ coef, atol=1e-12)
+        # on the rows of output i the residual is the feature centred within and off its support
+        on = x[:, i] != 0
+        rows = np.arange(8) * 5 + i
+        np.testing.assert_allclose(R[rows[on], i], x[on, i] - x[on, i].mean(), atol=1e-12)
+        np.testing.assert_allclose(R[rows[~on], i], 0.0, atol=1e-12)
+    # a column inside the span of the controls is left with nothing, and alignment refuses it
+    R2 = tms.project_out(B, [B])
+    np.testing.assert_allclose(R2, 0.0, atol=1e-12)
+    with pytest.raises(ValueError, match="indicator"):
+        tms.alignment(np.eye(40)[:, :3], R2)
+
+
+def test_alignment_is_the_cosine():
+    rng = np.random.default_rng(4)
+    u, F = rng.standard_normal((30, 4)), rng.standard_normal((30, 3))
+    cos = tms.alignment(u, F)
+    for i in range(3):
+        for k in range(4):
+            ref = abs(np.dot(F[:, i], u[:, k])) / np.sqrt(np.dot(F[:, i], F[:, i]) * np.dot(u[:, k], u[:, k]))
+            assert abs(cos[i, k] - ref) < 1e-12
+
+
+def test_eigenvalues_only():
+    x = tms.make_data(10, 6, 0.3, key=jax.random.PRNGKey(8), dtype=jnp.float64)
+    params = tms.init_params(6, 2, key=jax.random.PRNGKey(9), dtype=jnp.float64)
+    lam, u = tms.flattened_eigenpairs(tms.apply, params, x, k=0, n_values=5)
+    assert u.shape == (60, 0)
+    ref = np.linalg.eigvalsh(ntk.flatten(ntk.entk(tms.apply, params, x)))[::-1][:5]
+    np.testing.assert_allclose(lam, ref, atol=1e-10 * ref[0])
