@@ -72,7 +72,7 @@ book: setup notebooks
 	$(MAKE) --no-print-directory html
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n $(JOBS) tests
 
 pairs: $(STAMP)
 	$(BIN)/python -m pytest -q tests/test_notebook_pairs.py
@@ -80,10 +80,10 @@ pairs: $(STAMP)
 nbval: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile --nbval --nbval-current-env --nbval-cell-timeout=900 $(IPYNBS)
 
-# Each stage prints its wall time. nbval runs JOBS chapters at a time (one per xdist worker),
-# the longest (by the last recorded `make variants`) first.
+# Each stage prints its wall time. Unit tests run in JOBS xdist workers; nbval runs JOBS chapters
+# at a time (one per worker), the longest (by the last recorded `make variants`) first.
 test: setup chromium
-	@TIMEFORMAT="make test: unit tests %0R s"; time $(BIN)/python -m pytest -q tests
+	@TIMEFORMAT="make test: unit tests %0R s"; time $(BIN)/python -m pytest -q -n $(JOBS) tests
 	@TIMEFORMAT="make test: nbval on every chapter %0R s"; time \
 	  XLA_FLAGS="$(strip $(XLA_FLAGS) $(if $(filter-out 1,$(JOBS)),$(XLA_ONE_THREAD)))" \
 	  $(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile --no-loadscope-reorder \
