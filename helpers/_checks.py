@@ -89,8 +89,8 @@ def array(
         raise TypeError(f"{name} must be a numeric array; got an array of Python objects ({describe(x)})")
     allowed = _KINDS[kind]
     if allowed is not None and arr.dtype.kind not in allowed:
-        want = {"float": "floating-point", "real": "real (float or integer)", "int": "integer", "bool": "boolean"}[kind]
-        raise TypeError(f"{name} must be a {want} array; got dtype {arr.dtype}")
+        want = {"float": "a floating-point", "real": "a real (float or integer)", "int": "an integer", "bool": "a boolean"}[kind]
+        raise TypeError(f"{name} must be {want} array; got dtype {arr.dtype}")
     if kind == "real" and arr.dtype.kind in "iu":
         arr = arr.astype(np.float64)
     if ndim is not None:
