@@ -230,7 +230,8 @@ def test_pages_tables_come_from_the_parameters_cell_and_the_record(tiny, tmp_pat
         "finished": "2026-01-01T00:00:00+00:00", "machine": "x86_64, 2 cores", "jobs": 2,
         "load_before": [0.1, 0.1, 0.1], "wall_seconds": 30.0, "passed": 2, "failed": 1,
         "runs": [
-            {"chapter": "01_tiny", "variant": "default", "parameters": {}, "status": "pass", "seconds": 12.0, "message": ""},
+            {"chapter": "01_tiny", "variant": "default", "parameters": {}, "status": "pass", "seconds": 12.0,
+             "cpu_seconds": 10.0, "message": ""},
             {"chapter": "01_tiny", "variant": "n5", "parameters": {"n": 5}, "status": "pass", "seconds": 9.0, "message": ""},
             {"chapter": "01_tiny", "variant": "too-many", "parameters": {"n": 12}, "status": "fail", "seconds": 7.0,
              "message": "AssertionError: the claim needs n < limit"},
@@ -241,10 +242,10 @@ def test_pages_tables_come_from_the_parameters_cell_and_the_record(tiny, tmp_pat
     params = (out / "parameters.md").read_text()
     assert "| `n` | `3` | *the claim*: how many terms | `5` (n5), `12` (too-many) |" in params
     assert "(computed from `n`)" in params and "**Regime.** The claim holds while n \\< limit." in params
-    assert "with its own values 12 s, its variants 7-9 s" in params
+    assert "with its own values 12 s (10 s of CPU), its variants 7-9 s" in params
     times = (out / "chapter_times.md").read_text()
-    assert "| 12 | 7-9 |" in times
+    assert "| 12 | 10 | 7-9 |  |" in times
     results = (out / "variants.md").read_text()
-    assert "| 01_tiny | too-many | `n=12` | **FAIL** | 7 | `AssertionError: the claim needs n < limit` |" in results
+    assert "| 01_tiny | too-many | `n=12` | **FAIL** | 7 |  | `AssertionError: the claim needs n < limit` |" in results
     declared = (out / "declared_variants.md").read_text()
     assert "outside the regime, so the chapter's assertion must fail" in declared

@@ -119,23 +119,38 @@ def declared_md(sources: list[Path]) -> str:
     return "".join(out)
 
 
-def _times(record: dict) -> dict[str, str]:
+def _per_chapter(record: dict) -> dict[str, dict]:
+    """chapter -> {"default": (wall, cpu), "variants": [(wall, cpu), ...]} of the recorded runs."""
     by: dict[str, dict] = {}
     for r in record.get("runs", []):
         if r.get("seconds") is None:
             continue
         d = by.setdefault(r["chapter"], {"variants": []})
+        pair = (r["seconds"], r.get("cpu_seconds"))
         if r["variant"] == "default":
-            d["default"] = r["seconds"]
+            d["default"] = pair
         else:
-            d["variants"].append(r["seconds"])
+            d["variants"].append(pair)
+    return by
+
+
+def _span(values: list) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return ""
+    lo, hi = min(values), max(values)
+    return f"{lo:.0f}" if round(lo) == round(hi) else f"{lo:.0f}-{hi:.0f}"
+
+
+def _times(record: dict) -> dict[str, str]:
     text = {}
-    for ch, d in by.items():
+    for ch, d in _per_chapter(record).items():
         parts = []
         if "default" in d:
-            parts.append(f"with its own values {d['default']:.0f} s")
+            wall, cpu = d["default"]
+            parts.append(f"with its own values {wall:.0f} s" + (f" ({cpu:.0f} s of CPU)" if cpu is not None else ""))
         if d["variants"]:
-            parts.append(f"its variants {min(d['variants']):.0f}-{max(d['variants']):.0f} s")
+            parts.append(f"its variants {_span([w for w, _ in d['variants']])} s")
         text[ch] = "Last recorded run: " + ", ".join(parts) + "."
     return text
 
@@ -143,34 +158,34 @@ def _times(record: dict) -> dict[str, str]:
 def times_md(sources: list[Path], record: dict) -> str:
     if not record.get("runs"):
         return NOTE + "*No recorded run yet: `make variants` records one.*\n"
-    rows: dict[str, dict] = {}
-    for r in record["runs"]:
-        if r.get("seconds") is None:
-            continue
-        d = rows.setdefault(r["chapter"], {"variants": []})
-        if r["variant"] == "default":
-            d["default"] = r["seconds"]
-        else:
-            d["variants"].append(r["seconds"])
+    rows = _per_chapter(record)
     when = record["finished"][:16].replace("T", " ")
     out = [
         NOTE,
         f"Measured by `make variants` on {when} UTC ({record['machine']}, {record['jobs']} chapter(s) at a "
-        f"time with one BLAS/XLA thread each, load average {record['load_before'][0]} before the run). "
-        "Each time includes starting the kernel and compiling; alone on an idle machine a chapter "
-        "runs somewhat faster.\n\n",
-        "| chapter | own values (s) | declared variants (s) |\n|---|---:|---:|\n",
+        f"time with one BLAS/XLA thread each; load average {record['load_before'][0]} before the run, "
+        f"{record.get('load_after', ['?'])[0]} after). *Wall* is the time from start to end of a run, "
+        "kernel start and compilation included, and grows with whatever else the machine is doing; "
+        "*CPU* is the processor time the run used (kernel and runner), close to its wall time on an "
+        "idle core.\n\n",
+        "| chapter | own values: wall (s) | CPU (s) | declared variants: wall (s) | CPU (s) |\n"
+        "|---|---:|---:|---:|---:|\n",
     ]
     for md in sources:
-        d = rows.get(md.stem)
-        if not d:
-            out.append(f"| {_link(md)} {_text(title(md))} | | |\n")
-            continue
-        own = f"{d['default']:.0f}" if "default" in d else ""
-        var = f"{min(d['variants']):.0f}-{max(d['variants']):.0f}" if d["variants"] else ""
-        out.append(f"| {_link(md)} {_text(title(md))} | {own} | {var} |\n")
-    total = sum(r["seconds"] for r in record["runs"] if r.get("seconds"))
-    out.append(f"\nAll runs together: {total / 60:.1f} min of chapter time, {record['wall_seconds'] / 60:.1f} min wall.\n")
+        d = rows.get(md.stem, {"variants": []})
+        wall, cpu = d.get("default", (None, None))
+        own = f"{wall:.0f}" if wall is not None else ""
+        own_cpu = f"{cpu:.0f}" if cpu is not None else ""
+        var = _span([w for w, _ in d["variants"]])
+        var_cpu = _span([c for _, c in d["variants"]])
+        out.append(f"| {_link(md)} {_text(title(md))} | {own} | {own_cpu} | {var} | {var_cpu} |\n")
+    walls = [r["seconds"] for r in record["runs"] if r.get("seconds")]
+    cpus = [r["cpu_seconds"] for r in record["runs"] if r.get("cpu_seconds")]
+    out.append(
+        f"\nAll {len(walls)} runs: {sum(walls) / 60:.1f} min of run time"
+        + (f" and {sum(cpus) / 60:.1f} min of CPU" if cpus else "")
+        + f", {record['wall_seconds'] / 60:.1f} min from first start to last end.\n"
+    )
     return "".join(out)
 
 

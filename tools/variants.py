@@ -53,6 +53,7 @@ class Job:
     expected: float = 0.0  # seconds, from the last record (for scheduling)
     status: str = "pending"  # pass | fail | invalid
     seconds: float | None = None
+    cpu_seconds: float | None = None  # kernel + runner CPU time: the run's cost on an idle core
     message: str = ""
     cell: int | None = None
     notebook: str = ""
@@ -133,6 +134,7 @@ def run(jobs: list[Job], n_jobs: int, workdir: Path, failed_dir: Path, cell_time
                 res = json.loads(result.read_text())
                 job.status = "pass" if res["ok"] else "fail"
                 job.message, job.cell = res["message"], res["cell"]
+                job.cpu_seconds = res.get("cpu_seconds")
             except (OSError, ValueError, KeyError):
                 log = (workdir / f"{job.chapter}__{job.variant}.log").read_text().strip().splitlines()
                 job.status, job.message = "fail", (log[-1] if log else f"runner exited with {proc.returncode}")
@@ -159,13 +161,14 @@ def _params_text(values: dict) -> str:
 
 def _line(job: Job) -> str:
     t = f"{job.seconds:6.1f} s" if job.seconds is not None else "      -"
+    t += f"  (cpu {job.cpu_seconds:5.1f} s)" if job.cpu_seconds is not None else " " * 16
     msg = f"  {_first(job.message)}" if job.status != "pass" and job.message else ""
     return f"{job.status.upper():7s} {job.chapter:26s} {job.variant:18s} {t}{msg}"
 
 
 def table_text(rows: list[Job]) -> str:
     """The plain-text table printed at the end."""
-    lines = [f"{'result':7s} {'chapter':26s} {'variant':18s} {'time':>8s}  first line of the failure", "-" * 100]
+    lines = [f"{'result':7s} {'chapter':26s} {'variant':18s} {'wall time':>8s} {'(cpu time)':>15s}  first line of the failure", "-" * 110]
     lines += [_line(j) for j in rows]
     return "\n".join(lines)
 
@@ -186,16 +189,17 @@ def table_markdown(report: dict) -> str:
         f"load average {report['load_before']} before; {report['passed']} passed, "
         f"{report['failed']} failed, wall time {report['wall_seconds'] / 60:.1f} min.",
         "",
-        "| chapter | variant | parameters | result | time (s) | first line of the failure |",
-        "|---|---|---|---|---:|---|",
+        "| chapter | variant | parameters | result | wall (s) | CPU (s) | first line of the failure |",
+        "|---|---|---|---|---:|---:|---|",
     ]
     body = []
     for r in report["runs"]:
         result = {"pass": "pass", "fail": "**FAIL**", "invalid": "**INVALID**"}[r["status"]]
         seconds = "" if r["seconds"] is None else f"{r['seconds']:.0f}"
+        cpu = "" if r.get("cpu_seconds") is None else f"{r['cpu_seconds']:.0f}"
         message = _md_code(_first(r["message"])) if r["message"] and r["status"] != "pass" else ""
         params = _md_code(_params_text(r["parameters"])) if r["variant"] != "(variants file)" else ""
-        body.append(f"| {r['chapter']} | {r['variant']} | {params} | {result} | {seconds} | {message} |")
+        body.append(f"| {r['chapter']} | {r['variant']} | {params} | {result} | {seconds} | {cpu} | {message} |")
     return "\n".join(head + body) + "\n"
 
 
@@ -273,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         "regimes": todo.regimes,
         "runs": [
             {k: v for k, v in asdict(j).items() if k not in ("md", "expected")}
-            | {"seconds": None if j.seconds is None else round(j.seconds, 1)}
+            | {"seconds": None if j.seconds is None else round(j.seconds, 1),
+               "cpu_seconds": None if j.cpu_seconds is None else round(j.cpu_seconds, 1)}
             for j in rows
         ],
     }
