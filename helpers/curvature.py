@@ -28,6 +28,13 @@ Everything comes dense (``(P, P)``, for small models) and as matrix-free
 Gauss-Newton-vector, covariance-vector), usable with ``helpers.ntk.top_eigenpairs``.
 Parameters are flattened in the order of ``jax.flatten_util.ravel_pytree`` (the order of
 ``helpers.ntk.jacobian``).
+
+Every public function checks its arguments (``helpers._checks``) and raises ``TypeError`` or
+``ValueError`` naming the argument. The per-example routes (``gauss_newton``,
+``per_example_gradients``, ``gradient_covariance_operator`` ...) refuse models whose outputs
+couple the examples of a batch (batch norm, centring by the batch mean), detected on the first
+three examples; the full-batch routes (``loss_hessian``, ``hessian_operator``,
+``gauss_newton_operator``) accept them.
 """
 
 from __future__ import annotations
@@ -43,7 +50,8 @@ from jax.flatten_util import ravel_pytree
 from scipy.linalg import subspace_angles
 from scipy.sparse.linalg import LinearOperator
 
-from .ntk import _jacobian_flat, _validate, check_finite, entk, flatten
+from . import _checks
+from .ntk import entk, flatten
 
 __all__ = [
     "LOSSES",
@@ -75,63 +83,128 @@ REDUCTIONS = ("mean", "sum")
 
 
 # ----------------------------------------------------------------------------------------
-# validation
+# validation (helpers._checks: every message names the argument, what it got and what it needs)
 # ----------------------------------------------------------------------------------------
 
 
 def _check_options(loss: Any, reduction: Any) -> None:
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {LOSSES}; got {loss!r}")
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}; got {reduction!r}")
+    _checks.choice(loss, "loss", LOSSES)
+    _checks.choice(reduction, "reduction", REDUCTIONS)
 
 
-def _prepare_targets(targets: Any, n: int, c: int, loss: str, dtype) -> jnp.ndarray:
-    """Return targets as an ``(N, C)`` float array, validated for ``loss``."""
-    if isinstance(targets, (list, tuple)):
-        targets = np.asarray(targets)
-    if not hasattr(targets, "shape") or not hasattr(targets, "dtype"):
-        raise TypeError(f"targets must be an array; got {type(targets).__name__}")
-    t = np.asarray(targets)
-    if t.shape[:1] != (n,):
+def _check_batch(x: Any, name: str = "x") -> jnp.ndarray:
+    """A non-empty, finite batch ``(N, ...)``; integer inputs (token ids) keep their dtype."""
+    arr = _checks.array(x, name, kind="any")
+    if arr.dtype.kind not in "fiub":
+        raise TypeError(f"{name} must be a numeric array (N, ...); got dtype {arr.dtype}")
+    if arr.ndim < 1:
+        raise ValueError(f"{name} must have a leading batch axis, shape (N, ...); got shape {arr.shape}")
+    return jnp.asarray(x) if hasattr(x, "dtype") else jnp.asarray(arr)
+
+
+def _prepare_targets(targets: Any, n: int, c: int | None, loss: str, dtype) -> np.ndarray | None:
+    """Targets as an ``(N, C)`` float array; with ``c=None`` (C not known yet) only checked."""
+    t = _checks.array(targets, "targets", kind="any")
+    if t.dtype.kind not in "fiub":
+        raise TypeError(f"targets must be a numeric array; got dtype {t.dtype}")
+    if t.ndim == 0 or t.shape[0] != n:
         raise ValueError(
-            f"targets must have one row per example: the batch has N = {n} examples but targets "
-            f"has shape {t.shape}"
+            f"targets must have one row per example: the batch has N = {n} examples but targets has shape {t.shape}"
         )
     if loss == "cross_entropy" and t.ndim == 1:
         if t.dtype.kind not in "iu":
-            raise TypeError(f"cross-entropy labels of shape (N,) must be integers; got dtype {t.dtype}")
-        if t.min() < 0 or t.max() >= c:
-            raise ValueError(f"cross-entropy labels must lie in [0, {c}); got values in [{t.min()}, {t.max()}]")
-        return jax.nn.one_hot(jnp.asarray(t), c, dtype=dtype)
-    if t.shape != (n, c):
-        need = f"(N, C) = ({n}, {c})" + (" or integer labels (N,)" if loss == "cross_entropy" else "")
+            raise TypeError(f"targets of shape (N,) are cross-entropy labels and must be integers; got dtype {t.dtype}")
+        if t.min() < 0 or (c is not None and t.max() >= c):
+            upper = "C" if c is None else str(c)
+            raise ValueError(f"targets (class labels) must lie in [0, {upper}); got values in [{t.min()}, {t.max()}]")
+        return None if c is None else np.eye(c, dtype=dtype)[t]
+    if t.dtype.kind not in "fiu":
+        raise TypeError(f"targets must be a real array; got dtype {t.dtype}")
+    if t.ndim != 2 or (c is not None and t.shape[1] != c):
+        need = f"(N, C) = ({n}, {'C' if c is None else c})" + (" or integer labels (N,)" if loss == "cross_entropy" else "")
         raise ValueError(f"targets for loss {loss!r} must have shape {need}; got {t.shape}")
-    check_finite(t, "targets")
-    if loss == "cross_entropy":
-        if t.min() < 0 or np.abs(t.sum(axis=1) - 1).max() > 1e-6:
-            raise ValueError("cross-entropy targets of shape (N, C) must be probability rows (>= 0, summing to 1)")
-    return jnp.asarray(t, dtype=dtype)
+    if loss == "cross_entropy" and (t.min() < 0 or np.abs(t.sum(axis=1) - 1).max() > 1e-6):
+        raise ValueError("targets of shape (N, C) for cross-entropy must be probability rows (>= 0, summing to 1)")
+    return None if c is None else np.asarray(t, dtype=dtype)
 
 
-def _problem(f, params, x, targets, loss, reduction):
+def _model_output(f: Callable, params: Any, x: jnp.ndarray):
+    """Shape and dtype of ``f(params, x)``, or a ValueError naming ``params`` and ``x`` if the call fails."""
+    try:
+        return jax.eval_shape(f, params, x)
+    except Exception as err:  # noqa: BLE001 - re-raised with the arguments named, never swallowed
+        raise ValueError(
+            f"f(params, x) failed for x of shape {tuple(x.shape)}: params and x must fit the model f "
+            f"(a params pytree with the model's structure and shapes); the call raised "
+            f"{type(err).__name__}: {err}"
+        ) from err
+
+
+def _check_per_example(f: Callable, params: Any, x: jnp.ndarray, out_dtype) -> None:
+    """Refuse models whose outputs couple the examples of a batch (batch norm, batch-mean centring).
+
+    Per-example Jacobians and gradients (``gauss_newton``, ``per_example_gradients`` ...) assume
+    that row ``n`` of ``f(params, x)`` depends on ``x[n]`` alone. Probe it on the first three
+    examples: each example alone must give the row it gets inside the batch.
+    """
+    m = min(int(x.shape[0]), 3)
+    if m < 2:
+        return
+    together = np.asarray(f(params, x[:m]), dtype=np.float64)
+    alone = np.concatenate([np.asarray(f(params, x[i : i + 1]), dtype=np.float64) for i in range(m)])
+    finite = np.isfinite(together)
+    scale = max(float(np.abs(together[finite]).max()) if finite.any() else 1.0, 1.0)
+    tol = 1e4 * float(np.finfo(out_dtype).eps) * scale
+    if not (np.all(np.isfinite(alone)) and np.all(finite)) or np.abs(together - alone).max() > tol:
+        raise ValueError(
+            "f couples the examples of a batch (row n of f(params, x) changes with the other rows of x, "
+            "e.g. batch norm or centring by the batch mean), or gives non-finite outputs: per-example "
+            "Jacobians and gradients are undefined for it. Use the full-batch routes instead: "
+            "loss_hessian, hessian_operator, gauss_newton_operator"
+        )
+
+
+def _problem(f, params, x, targets, loss, reduction, *, per_example: bool = False):
     """Validate a (model, batch, targets, loss) problem; return ``(x, y (N, C), n, c, dtype)``."""
     _check_options(loss, reduction)
-    x, _, c = _validate(f, params, x, None)
-    dtype = jnp.result_type(*jax.tree_util.tree_leaves(params))
-    y = _prepare_targets(targets, x.shape[0], c, loss, dtype)
-    return x, y, x.shape[0], c, dtype
+    _checks.function(f, "f")
+    _checks.params_tree(params, "params")
+    x = _check_batch(x)
+    out = _model_output(f, params, x)
+    n = int(x.shape[0])
+    if not hasattr(out, "shape") or len(out.shape) != 2 or out.shape[0] != n:
+        got = getattr(out, "shape", type(out).__name__)
+        raise ValueError(f"f(params, x) must return outputs of shape (N, C) = ({n}, C); got {got}")
+    if not jnp.issubdtype(out.dtype, jnp.floating):
+        raise TypeError(f"f(params, x) must return floating-point outputs; got dtype {out.dtype}")
+    c = int(out.shape[1])
+    if c == 0:
+        raise ValueError(f"f(params, x) must return at least one output per example; got shape {tuple(out.shape)}")
+    dtype = jnp.result_type(out.dtype, *jax.tree_util.tree_leaves(params))
+    y = jnp.asarray(_prepare_targets(targets, n, c, loss, dtype))
+    if per_example:
+        _check_per_example(f, params, x, np.dtype(out.dtype))
+    return x, y, n, c, dtype
 
 
 def _check_outputs(outputs: Any, targets: Any, loss: str, reduction: str):
     _check_options(loss, reduction)
-    z = jnp.asarray(outputs)
-    if z.ndim != 2:
-        raise ValueError(f"outputs must have shape (N, C); got {z.shape}")
-    check_finite(z, "outputs")
-    dtype = z.dtype if jnp.issubdtype(z.dtype, jnp.floating) else jnp.float32
+    z = _checks.array(outputs, "outputs", ndim=2, kind="real")
+    dtype = z.dtype
     y = _prepare_targets(targets, z.shape[0], z.shape[1], loss, dtype)
-    return z.astype(dtype), y
+    return jnp.asarray(z, dtype=dtype), jnp.asarray(y)
+
+
+def _jacobian_flat(f: Callable, params: Any, x: jnp.ndarray) -> jnp.ndarray:
+    """Per-example Jacobians ``(N, C, P)``, parameters in ``ravel_pytree`` order (reverse mode, vmapped)."""
+
+    def single(p, xi):
+        return f(p, xi[None])[0]
+
+    jac = jax.vmap(jax.jacrev(single), in_axes=(None, 0))(params, x)
+    n = x.shape[0]
+    parts = [leaf.reshape(n, leaf.shape[1], -1) for leaf in jax.tree_util.tree_leaves(jac)]
+    return jnp.concatenate(parts, axis=-1)
 
 
 # ----------------------------------------------------------------------------------------
@@ -221,19 +294,18 @@ def make_loss(f: Callable, x: Any, targets: Any, *, loss: str = "mse", reduction
         ``params -> L(params)`` (a scalar ``jnp`` array), ``L = w sum_n ell(f(params, x)_n, y_n)``.
     """
     _check_options(loss, reduction)
-    if not callable(f):
-        raise TypeError(f"f must be callable as f(params, x) -> (N, C); got {type(f).__name__}")
-    x = jnp.asarray(x)
-    check_finite(x, "x")
-    if x.ndim < 1:
-        raise ValueError(f"x must have a leading batch axis, shape (N, ...); got shape {x.shape}")
-    if isinstance(targets, (list, tuple)):
-        targets = np.asarray(targets)
-    w = _weight(x.shape[0], reduction)
+    _checks.function(f, "f")
+    x = _check_batch(x)
+    n = int(x.shape[0])
+    _prepare_targets(targets, n, None, loss, None)  # everything that does not need C
+    targets = np.asarray(targets)
+    w = _weight(n, reduction)
 
     def loss_fn(params):
         z = f(params, x)  # the class count C is known only once the model has run
-        y = _prepare_targets(targets, z.shape[0], z.shape[1], loss, z.dtype)
+        if z.ndim != 2 or z.shape[0] != n:
+            raise ValueError(f"f(params, x) must return outputs of shape (N, C) = ({n}, C); got {z.shape}")
+        y = jnp.asarray(_prepare_targets(targets, n, z.shape[1], loss, z.dtype))
         return w * jnp.sum(_pointwise(z, y, loss))
 
     return loss_fn
@@ -294,7 +366,7 @@ def gauss_newton(f: Callable, params: Any, x: Any, targets: Any, *, loss: str = 
         ``(P, P)``, ``sum_n J_n^T H_n J_n`` with ``J_n`` the ``(C, P)`` Jacobian of example n
         and ``H_n`` its block of the output Hessian.
     """
-    x, y, n, _, _ = _problem(f, params, x, targets, loss, reduction)
+    x, y, n, _, _ = _problem(f, params, x, targets, loss, reduction, per_example=True)
     return np.asarray(_gauss_newton_impl(f, params, x, y, loss, _weight(n, reduction)))
 
 
@@ -318,7 +390,7 @@ def gauss_newton_split(f: Callable, params: Any, x: Any, targets: Any, *, loss: 
         dict with ``"hessian"`` (``jax.hessian`` of the loss), ``"gauss_newton"`` and
         ``"residual_term"``; the split holds when ``hessian == gauss_newton + residual_term``.
     """
-    x, y, n, _, _ = _problem(f, params, x, targets, loss, reduction)
+    x, y, n, _, _ = _problem(f, params, x, targets, loss, reduction, per_example=True)
     w = _weight(n, reduction)
     return {
         "hessian": np.asarray(_hessian_impl(f, params, x, y, loss, w)),
@@ -343,7 +415,7 @@ def output_space_gauss_newton(f: Callable, params: Any, x: Any, targets: Any, *,
     Returns:
         ``(N*C, N*C)``, rows ``n*C + i`` as in ``helpers.ntk.flatten``.
     """
-    x, y, n, c, _ = _problem(f, params, x, targets, loss, reduction)
+    x, y, n, c, _ = _problem(f, params, x, targets, loss, reduction, per_example=True)
     theta = flatten(entk(f, params, x))
     hz = np.asarray(_output_hessian(jnp.asarray(f(params, x)), loss, _weight(n, reduction)))
     root = _psd_sqrt_blocks(hz)
@@ -374,17 +446,14 @@ def per_example_gradients(f: Callable, params: Any, x: Any, targets: Any, *, los
     Returns:
         ``(N, P)``. Their mean is ``grad L`` for ``reduction="mean"``.
     """
-    x, y, _, _, _ = _problem(f, params, x, targets, loss, "mean")
+    x, y, _, _, _ = _problem(f, params, x, targets, loss, "mean", per_example=True)
     return np.asarray(_per_example_impl(f, params, x, y, loss))
 
 
 def _check_gradients(per_example: Any) -> np.ndarray:
-    g = np.asarray(per_example)
-    if g.ndim != 2:
-        raise ValueError(f"per_example must be per-example gradients of shape (N, P); got shape {g.shape}")
+    g = _checks.array(per_example, "per_example", ndim=2, kind="real")
     if g.shape[0] < 2:
-        raise ValueError(f"per_example needs at least 2 examples for a covariance; got N = {g.shape[0]}")
-    check_finite(g, "per_example")
+        raise ValueError(f"per_example needs at least 2 examples (rows) for a covariance; got shape {g.shape}")
     return g
 
 
@@ -395,16 +464,18 @@ def minibatch_factor(num_examples: int, batch_size: int | None, *, replacement: 
     ``factor * C``: ``1/B`` with replacement, ``(N - B) / (B (N - 1))`` without (the
     finite-population correction). ``batch_size=None`` means ``B = 1`` (factor 1).
     """
+    num_examples = _checks.integer(num_examples, "num_examples", low=1)
+    replacement = _checks.boolean(replacement, "replacement")
     if batch_size is None:
         return 1.0
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
-        raise TypeError(f"batch_size must be an integer or None; got {type(batch_size).__name__}")
+        raise TypeError(f"batch_size must be an integer or None; got {_checks.describe(batch_size)}")
     if replacement:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1; got {batch_size}")
         return 1.0 / batch_size
     if num_examples < 2:
-        raise ValueError(f"num_examples must be at least 2; got {num_examples}")
+        raise ValueError(f"num_examples must be at least 2 without replacement; got {num_examples}")
     if not 1 <= batch_size <= num_examples:
         raise ValueError(f"batch_size must lie in [1, N = {num_examples}] without replacement; got {batch_size}")
     return (num_examples - batch_size) / (batch_size * (num_examples - 1))
@@ -445,7 +516,7 @@ def loss_gradient_kernel(f: Callable, params: Any, x: Any, targets: Any, *, loss
     Returns:
         ``(N, N)``; equals ``g g^T`` for ``g = per_example_gradients(...)``.
     """
-    x, y, _, _, _ = _problem(f, params, x, targets, loss, "mean")
+    x, y, _, _, _ = _problem(f, params, x, targets, loss, "mean", per_example=True)
     theta = entk(f, params, x)  # (N, N, C, C)
     rho = np.asarray(_residual(jnp.asarray(f(params, x)), y, loss, 1.0))
     return np.einsum("na,nmab,mb->nm", rho, theta, rho)
@@ -456,8 +527,15 @@ def loss_gradient_kernel(f: Callable, params: Any, x: Any, targets: Any, *, loss
 # ----------------------------------------------------------------------------------------
 
 
-def _operator(mv: Callable, dim: int, dtype) -> LinearOperator:
-    mv = jax.jit(mv)
+def _operator(mv: Callable, dim: int, dtype, tangent_dtype) -> LinearOperator:
+    """A ``LinearOperator`` of dtype ``dtype`` (that of the loss) from ``mv`` acting on tangents.
+
+    Vectors enter ``mv`` in the parameters' dtype ``tangent_dtype`` (a tangent must match its
+    primal: float32 parameters with float64 inputs would otherwise fail at the first product)
+    and leave it in ``dtype``.
+    """
+    inner = mv
+    mv = jax.jit(lambda v: inner(v.astype(tangent_dtype)).astype(dtype))
     batched = jax.jit(jax.vmap(mv, in_axes=1, out_axes=1))
 
     def matvec(v):
@@ -475,7 +553,7 @@ def hessian_operator(f: Callable, params: Any, x: Any, targets: Any, *, loss: st
     flat, unravel = ravel_pytree(params)
     w = _weight(n, reduction)
     grad = jax.grad(lambda t: _loss_flat(t, unravel, f, x, y, loss, w))
-    return _operator(lambda v: jax.jvp(grad, (flat,), (v,))[1], flat.size, np.dtype(dtype))
+    return _operator(lambda v: jax.jvp(grad, (flat,), (v,))[1], flat.size, np.dtype(dtype), flat.dtype)
 
 
 def gauss_newton_operator(f: Callable, params: Any, x: Any, targets: Any, *, loss: str = "mse", reduction: str = "mean") -> LinearOperator:
@@ -490,7 +568,7 @@ def gauss_newton_operator(f: Callable, params: Any, x: Any, targets: Any, *, los
         jv = jax.jvp(model, (flat,), (v,))[1]  # (N, C)
         return pullback(jnp.einsum("nab,nb->na", hz, jv))[0]
 
-    return _operator(mv, flat.size, np.dtype(dtype))
+    return _operator(mv, flat.size, np.dtype(dtype), flat.dtype)
 
 
 def residual_term_operator(f: Callable, params: Any, x: Any, targets: Any, *, loss: str = "mse", reduction: str = "mean") -> LinearOperator:
@@ -499,7 +577,7 @@ def residual_term_operator(f: Callable, params: Any, x: Any, targets: Any, *, lo
     flat, unravel = ravel_pytree(params)
     r = _residual(f(params, x), y, loss, _weight(n, reduction))
     grad = jax.grad(lambda t: jnp.sum(r * f(unravel(t), x)))
-    return _operator(lambda v: jax.jvp(grad, (flat,), (v,))[1], flat.size, np.dtype(dtype))
+    return _operator(lambda v: jax.jvp(grad, (flat,), (v,))[1], flat.size, np.dtype(dtype), flat.dtype)
 
 
 def gradient_covariance_operator(
@@ -518,20 +596,21 @@ def gradient_covariance_operator(
     so ``C v = (1/N) g^T (g v) - g_bar (g_bar . v)`` is one ``jax.jvp`` and one ``jax.vjp``
     (times ``minibatch_factor`` for ``batch_size``).
     """
-    x, y, n, _, dtype = _problem(f, params, x, targets, loss, "mean")
+    x, y, n, _, dtype = _problem(f, params, x, targets, loss, "mean", per_example=True)
     if n < 2:
-        raise ValueError(f"x needs at least 2 examples for a covariance; got N = {n}")
+        raise ValueError(f"x needs at least 2 examples for a covariance; got shape {tuple(x.shape)}")
     factor = minibatch_factor(n, batch_size, replacement=replacement)
     flat, unravel = ravel_pytree(params)
     losses = lambda t: _pointwise(f(unravel(t), x), y, loss)
     _, pullback = jax.vjp(losses, flat)
-    mean = pullback(jnp.full((n,), 1.0 / n, dtype=dtype))[0]
+    loss_dtype = jax.eval_shape(losses, flat).dtype
+    mean = pullback(jnp.full((n,), 1.0 / n, dtype=loss_dtype))[0]
 
     def mv(v):
         gv = jax.jvp(losses, (flat,), (v,))[1]  # (N,)
         return factor * (pullback(gv / n)[0] - mean * jnp.dot(mean, v))
 
-    return _operator(mv, flat.size, np.dtype(dtype))
+    return _operator(mv, flat.size, np.dtype(dtype), flat.dtype)
 
 
 # ----------------------------------------------------------------------------------------
@@ -546,14 +625,20 @@ def subspace_overlap(U: Any, V: Any) -> float:
     ``scipy.linalg.subspace_angles``): 1 when one span contains the other, 0 when they are
     orthogonal, about ``max(k1, k2) / D`` for random subspaces.
     """
-    U, V = np.asarray(U), np.asarray(V)
-    if U.ndim == 1:
-        U = U[:, None]
-    if V.ndim == 1:
-        V = V[:, None]
-    if U.ndim != 2 or V.ndim != 2 or U.shape[0] != V.shape[0]:
-        raise ValueError(f"U and V must be (D, k) arrays with the same D; got shapes {U.shape} and {V.shape}")
-    check_finite(U, "U")
-    check_finite(V, "V")
+    U = _checks.array(U, "U", ndim=(1, 2), kind="real")
+    V = _checks.array(V, "V", ndim=(1, 2), kind="real")
+    U = U[:, None] if U.ndim == 1 else U
+    V = V[:, None] if V.ndim == 1 else V
+    if U.shape[0] != V.shape[0]:
+        raise ValueError(f"V must have the same number of rows D as U ({U.shape[0]}), i.e. (D, k) arrays with the same D; got shapes {U.shape} and {V.shape}")
+    for name, A in (("U", U), ("V", V)):
+        if A.shape[1] > A.shape[0]:
+            raise ValueError(f"{name} must have at most D columns to span a subspace of R^D; got shape {A.shape}")
+        s_vals = np.linalg.svd(A, compute_uv=False)
+        if s_vals.min() <= A.shape[0] * np.finfo(np.float64).eps * s_vals.max():
+            raise ValueError(
+                f"{name} must have linearly independent columns (a basis of its span); got shape {A.shape} "
+                f"with numerical rank {int(np.sum(s_vals > A.shape[0] * np.finfo(np.float64).eps * s_vals.max()))}"
+            )
     angles = subspace_angles(U, V)
     return float(np.mean(np.cos(angles) ** 2))

@@ -210,33 +210,25 @@ def test_subspace_overlap():
         cv.subspace_overlap(np.ones((4, 2)), np.ones((5, 2)))
 
 
-def test_bad_input_raises(problem):
-    f, params, x, labels, y_mse = problem
-    with pytest.raises(ValueError, match="loss must be one of"):
-        cv.loss_hessian(f, params, x, y_mse, loss="hinge")
-    with pytest.raises(ValueError, match="reduction must be one of"):
-        cv.gauss_newton(f, params, x, y_mse, reduction="median")
-    with pytest.raises(ValueError, match="one row per example"):
-        cv.gauss_newton(f, params, x, y_mse[:-1])
-    with pytest.raises(ValueError, match=r"shape \(N, C\)"):
-        cv.loss_hessian(f, params, x, y_mse[:, :2])
-    with pytest.raises(ValueError, match=r"lie in \[0, 3\)"):
-        cv.per_example_gradients(f, params, x, labels + C, loss="cross_entropy")
-    with pytest.raises(TypeError, match="must be integers"):
-        cv.residual_term(f, params, x, labels.astype(float), loss="cross_entropy")
-    with pytest.raises(ValueError, match="probability rows"):
-        cv.gauss_newton(f, params, x, y_mse, loss="cross_entropy")
-    bad = y_mse.copy()
-    bad[0, 0] = np.nan
-    with pytest.raises(ValueError, match="non-finite"):
-        cv.hessian_operator(f, params, x, bad)
-    with pytest.raises(ValueError, match=r"\(N, P\)"):
-        cv.gradient_covariance(np.ones(4))
-    with pytest.raises(ValueError, match="at least 2 examples"):
-        cv.gradient_covariance(np.ones((1, 4)))
-    with pytest.raises(ValueError, match="batch_size must lie"):
-        cv.gradient_covariance(np.ones((4, 3)), batch_size=5)
-    with pytest.raises(TypeError, match="batch_size must be an integer"):
-        cv.minibatch_factor(4, 2.0)
-    with pytest.raises(ValueError, match="outputs must have shape"):
-        cv.residual(np.ones(3), np.ones(3))
+# bad input: the table in tests/test_bad_inputs_curvature.py
+
+
+def test_full_batch_routes_accept_models_that_couple_examples(problem):
+    """Centring by the batch mean couples the examples: the per-example routes refuse it (see the
+    bad-input table), the full-batch ones stay exact. Reference: the full-batch Jacobian by jacfwd."""
+    f, params, x, _, y_mse = problem
+
+    def coupled(p, inputs):
+        out = f(p, inputs)
+        return out - out.mean(axis=0, keepdims=True)
+
+    flat, unravel = ravel_pytree(params)
+    jac = np.asarray(jax.jacfwd(lambda t: coupled(unravel(t), x).reshape(-1))(flat))   # (N*C, P)
+    V = np.random.default_rng(3).standard_normal((flat.size, 3))
+    gn = cv.gauss_newton_operator(coupled, params, x, y_mse)
+    assert _rel(gn @ V, jac.T @ jac @ V / N) < 1e-10
+    hess = cv.loss_hessian(coupled, params, x, y_mse)
+    ref = np.asarray(jax.hessian(lambda t: 0.5 * jnp.sum((coupled(unravel(t), x) - y_mse) ** 2) / N)(flat))
+    assert _rel(hess, ref) < 1e-12
+    with pytest.raises(ValueError, match="couples the examples"):
+        cv.gauss_newton(coupled, params, x, y_mse)
