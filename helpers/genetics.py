@@ -36,6 +36,7 @@ import numpy as np
 import scipy.linalg
 from jax.flatten_util import ravel_pytree
 
+from . import _checks
 from . import curvature as _curvature
 
 __all__ = [
@@ -71,18 +72,16 @@ __all__ = [
 
 
 def _matrix(a: Any, name: str, *, ndim: int = 2) -> np.ndarray:
-    if isinstance(a, (list, tuple)):
-        a = np.asarray(a)
-    if not hasattr(a, "shape") or not hasattr(a, "dtype"):
-        raise TypeError(f"{name} must be an array; got {type(a).__name__}")
-    a = np.asarray(a)
-    if a.dtype.kind not in "fiu":
-        raise TypeError(f"{name} must hold real numbers; got dtype {a.dtype}")
-    if a.ndim != ndim:
-        raise ValueError(f"{name} must be {ndim}-D; got shape {a.shape}")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} contains NaN or inf")
-    return a.astype(np.float64) if a.dtype.kind in "iu" else a
+    """A finite, non-empty real array with ``ndim`` axes (integers converted to float64)."""
+    return _checks.array(a, name, ndim=ndim, kind="real")
+
+
+def _rtol(rtol: Any, name: str = "rtol") -> float:
+    return _checks.real(rtol, name, low=0.0, high=1.0, low_open=True, high_open=True)
+
+
+def _width(width: Any) -> float:
+    return _checks.real(width, "width", low=0.0, low_open=True)
 
 
 def check_covariance(M: Any, name: str = "M", *, dim: int | None = None, rtol: float = 1e-8) -> np.ndarray:
@@ -103,21 +102,17 @@ def check_covariance(M: Any, name: str = "M", *, dim: int | None = None, rtol: f
     Raises:
         ValueError: wrong shape, NaN/inf, not symmetric, or a negative eigenvalue.
     """
-    if isinstance(M, (list, tuple)):
-        M = np.asarray(M)
-    if not hasattr(M, "ndim"):
-        raise TypeError(f"{name} must be an array (D, D) or (D,); got {type(M).__name__}")
-    M = np.asarray(M)
+    rtol = _rtol(rtol)
+    if dim is not None:
+        dim = _checks.integer(dim, "dim", low=1)
+    M = _checks.array(M, name, ndim=(1, 2), kind="real")
     if M.ndim == 1:
-        M = _matrix(M, name, ndim=1)
         if np.any(M < 0):
             raise ValueError(
                 f"{name} as a 1-D array is a diagonal covariance and must be non-negative; "
                 f"its smallest entry is {M.min():.3g}"
             )
         M = np.diag(M)
-    else:
-        M = _matrix(M, name)
     if M.shape[0] != M.shape[1]:
         raise ValueError(f"{name} must be a square (D, D) covariance; got shape {M.shape}")
     if dim is not None and M.shape[0] != dim:
@@ -192,6 +187,7 @@ def whitening_factor(M: Any, *, rtol: float = 1e-12) -> np.ndarray:
     Returns:
         ``(P, P)``.
     """
+    rtol = _rtol(rtol)
     M = check_covariance(M, "M")
     lam, U = np.linalg.eigh(M)
     lam = np.where(lam > rtol * max(lam.max(), 0.0), lam, 0.0)
@@ -233,17 +229,29 @@ def genotype_phenotype_map(f: Callable, params: Any, x: Any) -> tuple[Callable, 
         ``n*C + i = f_i(x_n)`` (the row order of ``helpers.ntk.flatten``), the flat genotype
         ``theta`` (P,), and ``unravel`` mapping a flat vector back to the pytree.
     """
-    if not callable(f):
-        raise TypeError(f"f must be callable as f(params, x) -> (N, C); got {type(f).__name__}")
+    _checks.function(f, "f")
+    _checks.params_tree(params, "params")
+    x_arr = _checks.array(x, "x", kind="any")
+    if x_arr.dtype.kind not in "fiub" or x_arr.ndim < 1:
+        raise ValueError(f"x must be a numeric batch of inputs (N, ...); got {_checks.describe(x_arr)}")
     theta, unravel = ravel_pytree(params)
-    x = jnp.asarray(x)
+    x = jnp.asarray(x) if hasattr(x, "dtype") else jnp.asarray(x_arr)
+    try:
+        out = jax.eval_shape(f, params, x)
+    except Exception as err:  # noqa: BLE001 - re-raised with the arguments named
+        raise ValueError(
+            f"f(params, x) failed for x of shape {tuple(x.shape)}: params and x must fit the model f; "
+            f"the call raised {type(err).__name__}: {err}"
+        ) from err
+    if not hasattr(out, "shape") or len(out.shape) != 2 or out.shape[0] != x.shape[0]:
+        got = getattr(out, "shape", type(out).__name__)
+        raise ValueError(f"f(params, x) must return outputs of shape (N, C) = ({x.shape[0]}, C); got {got}")
+    if not jnp.issubdtype(out.dtype, jnp.floating):
+        raise TypeError(f"f(params, x) must return floating-point outputs; got dtype {out.dtype}")
 
     def phenotype(t):
         return f(unravel(t), x).reshape(-1)
 
-    out = jax.eval_shape(phenotype, theta)
-    if len(out.shape) != 1:
-        raise ValueError(f"f(params, x) must return (N, C); got shape {out.shape}")
     return phenotype, np.asarray(theta), unravel
 
 
@@ -265,9 +273,11 @@ def sample_population(M: Any, *, key: jax.Array, size: int, antithetic: bool = T
         ``(size, P)`` float64.
     """
     M = check_covariance(M, "M")
+    _checks.rng_key(key, "key")
+    size = _checks.integer(size, "size", low=2)
+    antithetic = _checks.boolean(antithetic, "antithetic")
+    exact_moments = _checks.boolean(exact_moments, "exact_moments")
     p = M.shape[0]
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 2:
-        raise ValueError(f"size must be an integer >= 2; got {size!r}")
     if antithetic and size % 2:
         raise ValueError(f"size must be even for an antithetic population (pairs +delta, -delta); got {size}")
     half = size // 2 if antithetic else size
@@ -320,8 +330,7 @@ def stabilising_fitness(optimum: Any, width: float) -> Callable:
         ``log_fitness(z (..., O)) -> (...)``.
     """
     o = _matrix(optimum, "optimum", ndim=1)
-    if not np.isfinite(width) or width <= 0:
-        raise ValueError(f"width must be a positive number; got {width!r}")
+    width = _width(width)
 
     def log_fitness(z):
         z = jnp.asarray(z)
@@ -352,8 +361,7 @@ def stabilising_gradient(mean_phenotype: Any, phenotype_covariance: Any, optimum
     P = check_covariance(phenotype_covariance, "phenotype_covariance", dim=zbar.shape[0])
     if o.shape != zbar.shape:
         raise ValueError(f"optimum must have the shape of mean_phenotype {zbar.shape}; got {o.shape}")
-    if not np.isfinite(width) or width <= 0:
-        raise ValueError(f"width must be a positive number; got {width!r}")
+    width = _width(width)
     return np.linalg.solve(width**2 * np.eye(zbar.shape[0]) + P, o - zbar)
 
 
@@ -394,19 +402,33 @@ def response_to_selection(
         ``selection_differential`` (O,) ``S = Cov(w, z)``, ``phenotype_covariance`` (O, O),
         and ``response`` (O,) ``Delta zbar``, the offspring mean minus the parents' mean.
     """
-    if not callable(phenotype) or not callable(log_fitness):
-        raise TypeError("phenotype and log_fitness must be callables")
+    _checks.function(phenotype, "phenotype", "phenotype(theta (P,)) -> (O,)")
+    _checks.function(log_fitness, "log_fitness", "log_fitness(z (N, O)) -> (N,)")
     theta_bar = _matrix(theta_bar, "theta_bar", ndim=1)
     delta = _matrix(deviations, "deviations")
     if delta.shape[1] != theta_bar.shape[0]:
         raise ValueError(
             f"deviations must have shape (N, {theta_bar.shape[0]}) to match theta_bar; got {delta.shape}"
         )
+    try:
+        out = jax.eval_shape(phenotype, jnp.asarray(theta_bar))
+    except Exception as err:  # noqa: BLE001 - re-raised with the argument named
+        raise ValueError(f"phenotype(theta_bar) failed: phenotype must map a genotype (P,) to traits (O,); "
+                         f"the call raised {type(err).__name__}: {err}") from err
+    if not hasattr(out, "shape") or len(out.shape) != 1:
+        raise ValueError(f"phenotype must return a 1-D trait vector (O,); got {getattr(out, 'shape', type(out).__name__)}")
     develop = jax.jit(jax.vmap(phenotype))
     dtype = jnp.asarray(theta_bar).dtype
     parents = jnp.asarray(theta_bar[None, :] + delta, dtype=dtype)
     z = np.asarray(develop(parents), dtype=np.float64)
-    w = selection_weights(np.asarray(log_fitness(z), dtype=np.float64))
+    if not np.all(np.isfinite(z)):
+        raise ValueError("phenotype returned NaN or inf for some genotypes theta_bar + deviations")
+    lf = np.asarray(log_fitness(z), dtype=np.float64)
+    if lf.shape != (z.shape[0],):
+        raise ValueError(f"log_fitness must return one value per individual, shape ({z.shape[0]},); got {lf.shape}")
+    if not np.all(np.isfinite(lf)):
+        raise ValueError("log_fitness returned NaN or inf for some phenotypes")
+    w = selection_weights(lf)
     shift = (w[:, None] * delta).sum(axis=0) / w.sum()
     offspring = jnp.asarray(theta_bar[None, :] + shift[None, :] + delta, dtype=dtype)
     z_next = np.asarray(develop(offspring), dtype=np.float64)
@@ -466,8 +488,7 @@ def adam_metric(covariance: Any, second_moment: Any, *, eps: float = 1e-8) -> np
         raise ValueError(f"second_moment must have shape ({C.shape[0]},) to match covariance; got {v.shape}")
     if np.any(v < 0):
         raise ValueError("second_moment must be non-negative (a running mean of squared gradients)")
-    if eps < 0:
-        raise ValueError(f"eps must be non-negative; got {eps}")
+    eps = _checks.real(eps, "eps", low=0.0)
     d = np.sqrt(v) + eps
     if np.any(d == 0):
         raise ValueError("second_moment has zero entries and eps = 0: the preconditioner is singular")
@@ -484,7 +505,9 @@ def _labels(blocks: Any, n: int) -> np.ndarray:
     if isinstance(blocks, (list, tuple)) and blocks and all(np.ndim(b) == 1 and not np.isscalar(b) for b in blocks):
         labels = np.full(n, -1)
         for i, idx in enumerate(blocks):
-            idx = np.asarray(idx, dtype=int)
+            idx = np.asarray(idx)
+            if idx.dtype.kind not in "iu":
+                raise TypeError(f"blocks[{i}] must be an array of integer trait indices; got dtype {idx.dtype}")
             if np.any((idx < 0) | (idx >= n)):
                 raise ValueError(f"blocks[{i}] has indices outside [0, {n})")
             if np.any(labels[idx] >= 0):
@@ -519,6 +542,7 @@ def block_modularity(G: Any, blocks: Any, *, correlation: bool = True) -> float:
     G = _matrix(G, "G")
     if G.shape[0] != G.shape[1]:
         raise ValueError(f"G must be square (O, O); got {G.shape}")
+    correlation = _checks.boolean(correlation, "correlation")
     labels = _labels(blocks, G.shape[0])
     if correlation:
         var = np.diag(G).copy()
@@ -538,6 +562,7 @@ def block_modularity(G: Any, blocks: Any, *, correlation: bool = True) -> float:
 def density(A: Any, *, rtol: float = 1e-8) -> float:
     """Fraction of entries of ``A`` with ``|A_ij| > rtol * max|A|``."""
     A = _matrix(A, "A")
+    rtol = _rtol(rtol)
     return float((np.abs(A) > rtol * np.abs(A).max()).mean()) if A.size and np.abs(A).max() > 0 else 0.0
 
 
@@ -553,6 +578,7 @@ def pleiotropy(jacobian: Any, *, rtol: float = 1e-8) -> np.ndarray:
         ``(P,)`` integer counts (entries above ``rtol * max|J|``).
     """
     J = _jacobian(jacobian)
+    rtol = _rtol(rtol)
     return (np.abs(J) > rtol * np.abs(J).max()).sum(axis=0)
 
 
@@ -570,6 +596,7 @@ def polygenicity(jacobian: Any, *, rtol: float = 1e-8) -> np.ndarray:
         ``(O,)`` integer counts (entries of ``J^+`` above ``rtol * max|J^+|``).
     """
     J = _jacobian(jacobian)
+    rtol = _rtol(rtol)
     Jp = np.linalg.pinv(J, rcond=1e-10)
     return (np.abs(Jp) > rtol * np.abs(Jp).max()).sum(axis=0)
 
@@ -586,7 +613,7 @@ def neutrality(jacobian: Any, *, rtol: float = 1e-8) -> int:
     Singular values below ``rtol * s_max`` count as zero.
     """
     J = _jacobian(jacobian)
-    return J.shape[1] - _rank(J, rtol)
+    return J.shape[1] - _rank(J, _rtol(rtol))
 
 
 def constraints(G: Any, *, rtol: float = 1e-8) -> int:
@@ -597,18 +624,20 @@ def constraints(G: Any, *, rtol: float = 1e-8) -> int:
     ``rtol * lambda_max`` count as zero.
     """
     G = check_covariance(G, "G")
+    rtol = _rtol(rtol)
     lam = np.linalg.eigvalsh(G)
     return int((lam <= rtol * lam.max()).sum()) if lam.max() > 0 else G.shape[0]
 
 
 def genome_null_space(jacobian: Any, *, rtol: float = 1e-8) -> np.ndarray:
     """Orthonormal basis ``(P, P - rank J)`` of ``ker J`` (neutral mutations)."""
-    return scipy.linalg.null_space(_jacobian(jacobian), rcond=rtol)
+    return scipy.linalg.null_space(_jacobian(jacobian), rcond=_rtol(rtol))
 
 
 def phenotype_null_space(G: Any, *, rtol: float = 1e-8) -> np.ndarray:
     """Orthonormal basis ``(O, #constraints)`` of the null space of ``G`` (constrained traits)."""
     G = check_covariance(G, "G")
+    rtol = _rtol(rtol)
     lam, U = np.linalg.eigh(G)
     return U[:, lam <= rtol * max(lam.max(), 0.0)] if lam.max() > 0 else U
 

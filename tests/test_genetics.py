@@ -71,7 +71,7 @@ def test_whitening_factor_and_whitened_kernel(rng):
         (np.ones((2, 3)), "square"),
         (np.array([[np.nan, 0.0], [0.0, 1.0]]), "NaN"),
         (np.array([1.0, -1.0]), "non-negative"),
-        (np.ones((2, 2, 2)), "2-D"),
+        (np.ones((2, 2, 2)), "axes"),
     ],
 )
 def test_check_covariance_rejects_bad_input(M, match):
