@@ -6,10 +6,10 @@ model only through a representation ``h^l``,
     grad_{theta^l} z = B^l F^l,   B^l = dz/dh^l (representation -> output),
                                   F^l = dh^l/dtheta^l (parameters -> representation),
 
-so ``Theta^l = B^l F^l F^l^T B^l^T``. For a dense map ``h^l = W^l a^{l-1}`` the middle factor is
-``F^l F^l^T (x, x') = (a^{l-1}(x) . a^{l-1}(x')) I``, hence
+so ``Theta^l = B^l F^l F^l^T B^l^T``. For a dense map ``h^l = a^{l-1} W^l`` (``a`` with R rows of
+K entries, ``W`` of shape (K, O)) the middle factor is ``F F'^T = (a a'^T) (x) I_O``, hence
 
-    Theta^l_ij(x, x') = (a^{l-1}(x) . a^{l-1}(x')) * sum_o B^l_io(x) B^l_jo(x')        (*)
+    Theta^l_ij(x, x') = sum_{r,s} (a_r(x) . a_s(x')) * sum_o B^l_iro(x) B^l_jso(x')        (*)
 
 and no parameter-sized contraction is needed (Novak et al. 2022, "structured derivatives").
 When ``h^l`` reaches the output through an elementwise map ``a^l = phi(h^l)`` followed by a map
@@ -22,18 +22,22 @@ constant ``M^l``: the class-mean kernel of that layer is then
 
 which costs what a closed form costs (seed 002 App. B).
 
-How the structure is found. ``f`` is traced for one example with ``jax.make_jaxpr``. A
-parameter leaf is *dense* when it is used exactly once, possibly through ``transpose`` /
-``reshape`` / ``convert_element_type``, as one operand of a ``dot_general`` without batch
-dimensions; the other operand is ``a``. ``B`` is obtained by adding a zero "probe" to the
-``dot_general`` output and differentiating the model with respect to the probe; the
-elementwise map ``phi`` and the linearity of the rest are read off the jaxpr. Leaves the
-analysis cannot place (biases, shared weights, weights inside a ``jit``-ed sub-function...)
-use the generic per-example Jacobian contraction, restricted to those leaves. The result is
-the same kernel as ``helpers.ntk.entk`` to float tolerance.
+How the structure is found. ``f`` is traced for one example (``helpers._tracing``). A parameter
+leaf is *dense* when it is used exactly once, possibly through ``transpose`` / ``reshape`` /
+``convert_element_type``, as one operand of a ``dot_general`` without batch dimensions; the other
+operand is ``a`` -- an activation, or another parameter (``x @ (U @ V)``, ``W_Q @ W_K.T``,
+LoRA's ``A @ B``: formula (*) holds whatever ``a`` is, and two leaves of one product share its
+``B``). ``B`` is obtained by adding a zero "probe" to the ``dot_general`` output and
+differentiating the model with respect to the probe; the elementwise map ``phi`` and the
+linearity of the rest are read off the jaxpr. Every other leaf -- biases, shared or tied weights,
+gathers, convolutions, weights inside a ``jit``-ed sub-function or a loop, dense maps with so many
+rows that (*) costs more than the Jacobian -- is handed to the exact generic path of
+``helpers.ntk`` (per-example Jacobians, blocked by memory). ``analyze(...).summary()`` says
+which leaf goes where and why. The result is the same kernel as the generic path to float
+tolerance; ``tests/test_zoo.py`` checks this on many architectures against per-example
+``jax.jacrev`` in float64.
 
-As in ``helpers.ntk``, examples are assumed not to interact (the model is traced on one
-example and mapped over the batch with ``vmap``).
+As in ``helpers.ntk``, examples must not interact; ``helpers.ntk`` checks that before calling.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.extend.core import ClosedJaxpr, Jaxpr, Literal
+
+from . import _tracing
 
 __all__ = [
     "StructureError",
@@ -65,8 +71,9 @@ _ELEMENTWISE = frozenset(
     erf_inv lgamma digamma max min add sub mul div atan2 convert_element_type copy copy_p
     reduce_precision""".split()
 )
-# call-like primitives whose body may be elementwise (jax.nn.relu is a custom_jvp around a jit)
-_CALLS = frozenset("custom_jvp_call custom_vjp_call custom_vjp_call_jaxpr pjit jit closed_call".split())
+# call-like primitives whose body may be elementwise (jax.nn.relu is a custom_jvp around a jit).
+# custom_vjp calls are not among them: phi' is taken by forward mode, which they do not support.
+_CALLS = frozenset("custom_jvp_call pjit jit closed_call".split())
 # maps that rearrange a parameter's entries without changing their sum of squares
 _REARRANGE = frozenset("transpose reshape convert_element_type copy copy_p".split())
 # primitives linear in one operand, used to prove that dz/da does not depend on the input
@@ -77,7 +84,8 @@ _LINEAR_ANY = frozenset(
 
 
 class StructureError(ValueError):
-    """The model's structure cannot be analysed (the generic path must be used)."""
+    """The model cannot be analysed for the factorised path (``method="auto"`` then uses the
+    exact generic path for every leaf; ``method="structured"`` raises it)."""
 
 
 # ----------------------------------------------------------------------------------------
@@ -85,7 +93,7 @@ class StructureError(ValueError):
 # ----------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(eq=False)
 class _Dense:
     """One dense use ``h = dot_general(a, W)`` of a parameter leaf."""
 
@@ -96,31 +104,37 @@ class _Dense:
     act_perm: tuple  # transposes a to (free dims of a..., contracted dims...)
     out_perm: tuple  # transposes h to (free dims of a..., free dims of W...)
     rows: int  # R: number of free positions of a (1 for an MLP on one example)
-    inner: int  # size of the contracted dims
+    inner: int  # K: size of the contracted dims
     width: int  # O: number of free positions of W
     region: list = field(default_factory=list)  # elementwise equations h -> a_out
+    region_vars: set = field(default_factory=set)
     exit_var: Any = None  # a_out = phi(h); None when B is not of the diagonal form
+    probe: int = -1  # index of the probe giving B (non-diagonal uses; shared within one eqn)
 
 
-@dataclass
+@dataclass(eq=False)
 class StructurePlan:
     """What ``analyze`` found: which leaves use the factorised formula, and how.
 
     Attributes:
-        closed: the traced single-example ``ClosedJaxpr`` of ``f``.
+        jaxpr: the traced single-example jaxpr of ``f`` (constants as constvars; no arrays).
         num_leaves: number of parameter leaves.
         num_outputs: C.
         dense: the dense leaves (see ``summary``).
-        rest: indices of leaves left to the per-example Jacobian.
+        rest: indices of leaves left to the exact generic path.
         paths: printable path of every leaf.
+        reasons: ``{leaf index: why it is generic}``.
+        probes: the ``dot_general`` outputs whose sensitivity ``B`` is computed by a probe.
     """
 
-    closed: Any
+    jaxpr: Any
     num_leaves: int
     num_outputs: int
     dense: list
     rest: list
     paths: list
+    reasons: dict = field(default_factory=dict)
+    probes: list = field(default_factory=list)
 
     def summary(self) -> dict[str, str]:
         """``{leaf path: "dense, diagonal" | "dense" | "generic"}`` in leaf order."""
@@ -128,6 +142,18 @@ class StructurePlan:
         for d in self.dense:
             kind[d.leaf] = "dense, diagonal" if d.exit_var is not None else "dense"
         return {self.paths[i]: kind[i] for i in range(self.num_leaves)}
+
+    def explain(self) -> dict[str, str]:
+        """``{leaf path: how it is computed, and for generic leaves why}``."""
+        out = self.summary()
+        for i, why in self.reasons.items():
+            out[self.paths[i]] = f"generic ({why})"
+        for d in self.dense:
+            if d.exit_var is not None:
+                out[self.paths[d.leaf]] = "factorised, diagonal B = M diag(phi'(h)) (closed-form cost)"
+            else:
+                out[self.paths[d.leaf]] = f"factorised (a.a') B B'^T, R = {d.rows} row(s)"
+        return out
 
 
 def _is_var(v) -> bool:
@@ -228,28 +254,36 @@ def _linear_constant_downstream(jaxpr, start_eqn: int, var, tainted: set) -> boo
 
 
 def _dense_use(jaxpr, leaf_var, uses: dict, consumer: dict):
-    """Follow a leaf through rearrangements to a dot_general; return (eqn index, operand pos)."""
+    """Follow a leaf through rearrangements to a dot_general.
+
+    Returns ``(eqn index, operand position)`` or a string saying why the leaf is not dense.
+    """
     v = leaf_var
     while True:
-        if uses.get(v, 0) != 1 or v in jaxpr.outvars:
-            return None
+        if v in jaxpr.outvars:
+            return "returned by the model without a matrix product"
+        n = uses.get(v, 0)
+        if n == 0:
+            return "unused"
+        if n != 1:
+            return f"used {n} times (shared or tied weight)"
         idx, eqn = consumer[v]
         name = eqn.primitive.name
         if name in _REARRANGE and len(eqn.invars) == 1 and len(eqn.outvars) == 1:
             out = eqn.outvars[0]
             if int(np.prod(_shape(out), dtype=np.int64)) != int(np.prod(_shape(v), dtype=np.int64)):
-                return None
+                return f"resized by {name}"
             v = out
             continue
         if name == "dot_general":
             (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
             if lb or rb or len(eqn.invars) != 2:
-                return None
+                return "a matrix product with batch dimensions"
             pos = [i for i, u in enumerate(eqn.invars) if u is v]
             if len(pos) != 1:
-                return None
+                return "both operands of one matrix product"
             return idx, pos[0]
-        return None
+        return f"enters the model through {name}"
 
 
 def analyze(f: Callable, params: Any, x: Any) -> StructurePlan:
@@ -261,22 +295,26 @@ def analyze(f: Callable, params: Any, x: Any) -> StructurePlan:
         x: inputs ``(N, ...)`` (only ``x[:1]`` is used, for its shape and dtype).
 
     Returns:
-        a ``StructurePlan``; ``plan.summary()`` says how each leaf will be treated.
+        a ``StructurePlan``; ``plan.summary()`` / ``plan.explain()`` say how each leaf is treated.
     """
-    x = jnp.asarray(x)
-    leaves, treedef = jax.tree_util.tree_flatten(params)
-    paths = [jax.tree_util.keystr(p) or f"leaf{i}" for i, (p, _) in enumerate(jax.tree_util.tree_leaves_with_path(params))]
+    from . import ntk
 
-    def single(leaf_list, xi):
-        return f(jax.tree_util.tree_unflatten(treedef, leaf_list), xi[None])[0]
+    call = ntk._Call(f, params, x, None, check_coupling=False, x_name="x")
+    return plan_for(call.traced, call.paths)
 
-    closed = jax.make_jaxpr(single)(list(leaves), x[0])
-    jaxpr = closed.jaxpr
-    if len(jaxpr.invars) != len(leaves) + 1 or len(jaxpr.outvars) != 1:
+
+def plan_for(traced: "_tracing.TracedModel", paths: Sequence[str] | None = None) -> StructurePlan:
+    """The plan of a traced model, computed once per model structure (cached)."""
+    key = ("plan", traced.key)
+    plan = _tracing.cached(key, lambda: _analyze_jaxpr(traced.jaxpr, traced.num_leaves, traced.num_outputs))
+    if paths is not None:
+        plan = StructurePlan(plan.jaxpr, plan.num_leaves, plan.num_outputs, plan.dense, plan.rest, list(paths), plan.reasons, plan.probes)
+    return plan
+
+
+def _analyze_jaxpr(jaxpr: Jaxpr, num_leaves: int, num_outputs: int) -> StructurePlan:
+    if len(jaxpr.invars) != num_leaves + 1 or len(jaxpr.outvars) != 1:
         raise StructureError("unexpected traced signature")
-    out_shape = _shape(jaxpr.outvars[0])
-    if len(out_shape) != 1:
-        raise StructureError(f"f must return (N, C); traced output per example has shape {out_shape}")
     x_var = jaxpr.invars[-1]
     uses = _uses(jaxpr)
     consumer = {}  # var -> (eqn index, eqn) of its consumer (meaningful when used once)
@@ -285,12 +323,14 @@ def analyze(f: Callable, params: Any, x: Any) -> StructurePlan:
             if _is_var(v):
                 consumer[v] = (idx, eqn)
     tainted = _input_dependent(jaxpr, x_var)
+    c = num_outputs
 
-    dense, rest = [], []
+    dense, rest, reasons = [], [], {}
     for leaf_idx, leaf_var in enumerate(jaxpr.invars[:-1]):
         found = _dense_use(jaxpr, leaf_var, uses, consumer)
-        if found is None:
+        if isinstance(found, str):
             rest.append(leaf_idx)
+            reasons[leaf_idx] = found
             continue
         idx, w_pos = found
         eqn = jaxpr.eqns[idx]
@@ -310,6 +350,17 @@ def analyze(f: Callable, params: Any, x: Any) -> StructurePlan:
         rows = int(np.prod([a_shape[d] for d in a_free], dtype=np.int64))
         inner = int(np.prod([a_shape[d] for d in a_con], dtype=np.int64))
         width = int(np.prod([w_shape[d] for d in w_free], dtype=np.int64))
+        if not jnp.issubdtype(a_var.aval.dtype, jnp.floating):
+            rest.append(leaf_idx)
+            reasons[leaf_idx] = "its matrix product has a non-floating operand"
+            continue
+        # formula (*) costs about R^2 (K + C^2 O) per pair of examples, the Jacobian C^2 K O:
+        # (*) wins unless R^2 is large next to the layer's size (a convolution written as a
+        # matrix product over every position); both are exact, this only chooses the cheaper
+        if rows * rows > 4 * max(inner, width):
+            rest.append(leaf_idx)
+            reasons[leaf_idx] = f"a matrix product with R = {rows} rows: cheaper as a Jacobian"
+            continue
         d = _Dense(
             leaf=leaf_idx,
             eqn=idx,
@@ -323,15 +374,25 @@ def analyze(f: Callable, params: Any, x: Any) -> StructurePlan:
         )
         _find_region(jaxpr, d, tainted)
         dense.append(d)
-    # overlapping regions would share tangents: give up the diagonal form for those
+    # two leaves of one product share h (and B); overlapping regions would share tangents:
+    # give up the diagonal form for those
     seen: dict = {}
+    per_eqn: dict = {}
     for d in dense:
+        per_eqn[d.eqn] = per_eqn.get(d.eqn, 0) + 1
         for idx in d.region:
             seen[idx] = seen.get(idx, 0) + 1
     for d in dense:
-        if any(seen[idx] > 1 for idx in d.region):
-            d.region, d.exit_var = [], None
-    return StructurePlan(closed, len(leaves), int(out_shape[0]), dense, rest, paths)
+        if per_eqn[d.eqn] > 1 or any(seen[idx] > 1 for idx in d.region):
+            d.region, d.region_vars, d.exit_var = [], set(), None
+    probes: list = []
+    for d in dense:
+        if d.exit_var is None:
+            if d.out_var not in probes:
+                probes.append(d.out_var)
+            d.probe = probes.index(d.out_var)
+    rest.sort()
+    return StructurePlan(jaxpr, num_leaves, c, dense, rest, [f"leaf{i}" for i in range(num_leaves)], reasons, probes)
 
 
 def _find_region(jaxpr, d: _Dense, tainted: set) -> None:
@@ -369,6 +430,7 @@ def _find_region(jaxpr, d: _Dense, tainted: set) -> None:
         return
     if _linear_constant_downstream(jaxpr, d.eqn + 1, exit_var, tainted):
         d.region = eqns
+        d.region_vars = region
         d.exit_var = exit_var
 
 
@@ -377,12 +439,23 @@ def _find_region(jaxpr, d: _Dense, tainted: set) -> None:
 # ----------------------------------------------------------------------------------------
 
 
-def _interpret(plan: StructurePlan, leaves: Sequence, x, *, probes=None, tangents=False, consts=None):
+def _binder(eqn):
+    """``bind(*invals)`` for an equation. ``Primitive.get_bind_params`` returns the params (newer
+    JAX) or ``(sub-functions, params)`` (JAX 0.5-0.6, for call-like primitives)."""
+    bound = eqn.primitive.get_bind_params(eqn.params)
+    subfuns, params = bound if isinstance(bound, tuple) else ((), bound)
+
+    def bind(*invals):
+        return eqn.primitive.bind(*subfuns, *invals, **params)
+
+    return bind
+
+
+def _interpret(plan: StructurePlan, consts: Sequence, leaves: Sequence, x, *, probes=None, tangents=False):
     """Evaluate the traced model on one example.
 
     Args:
-        leaves: the parameter leaves.
-        x: one example.
+        consts: the traced constants; leaves: the parameter leaves; x: one example.
         probes: ``{var: array}`` added to those variables' values (zeros: for derivatives).
         tangents: also return, for every diagonal dense use, ``phi'(h)`` (jvp of the region
             with a tangent of ones).
@@ -390,11 +463,10 @@ def _interpret(plan: StructurePlan, leaves: Sequence, x, *, probes=None, tangent
     Returns:
         ``(output (C,), {dense index: a}, {dense index: phi'(h)})``.
     """
-    closed = plan.closed
-    jaxpr = closed.jaxpr
+    jaxpr = plan.jaxpr
     probes = probes or {}
     env = {}
-    for v, val in zip(jaxpr.constvars, closed.consts if consts is None else consts):
+    for v, val in zip(jaxpr.constvars, consts):
         env[v] = val
     for v, val in zip(jaxpr.invars, list(leaves) + [x]):
         env[v] = val
@@ -402,7 +474,7 @@ def _interpret(plan: StructurePlan, leaves: Sequence, x, *, probes=None, tangent
     def read(v):
         return v.val if isinstance(v, Literal) else env[v]
 
-    tap_at = {}
+    tap_at: dict = {}
     for k, dn in enumerate(plan.dense):
         tap_at.setdefault(dn.eqn, []).append(k)
     start_at = {dn.eqn: k for k, dn in enumerate(plan.dense) if tangents and dn.exit_var is not None}
@@ -417,22 +489,23 @@ def _interpret(plan: StructurePlan, leaves: Sequence, x, *, probes=None, tangent
 
     for idx, eqn in enumerate(jaxpr.eqns):
         invals = [read(v) for v in eqn.invars]
-        bind_params = eqn.primitive.get_bind_params(eqn.params)
+        bind = _binder(eqn)
         if idx in in_region:
-            pos = [i for i, v in enumerate(eqn.invars) if _is_var(v) and v in tenv]
+            own = plan.dense[in_region[idx]].region_vars
+            pos = [i for i, v in enumerate(eqn.invars) if _is_var(v) and v in own and v in tenv]
 
-            def fn(*moving, invals=invals, pos=pos, eqn=eqn, bind_params=bind_params):
+            def fn(*moving, invals=invals, pos=pos, eqn=eqn, bind=bind):
                 vals = list(invals)
                 for i, m in zip(pos, moving):
                     vals[i] = m
-                out = eqn.primitive.bind(*vals, **bind_params)
+                out = bind(*vals)
                 return out[0] if eqn.primitive.multiple_results else out
 
             primal, tangent = jax.jvp(fn, tuple(invals[i] for i in pos), tuple(tenv[eqn.invars[i]] for i in pos))
             outs = [primal]
             tenv[eqn.outvars[0]] = tangent
         else:
-            outs = eqn.primitive.bind(*invals, **bind_params)
+            outs = bind(*invals)
             if not eqn.primitive.multiple_results:
                 outs = [outs]
         for k in tap_at.get(idx, ()):
@@ -454,81 +527,80 @@ def _interpret(plan: StructurePlan, leaves: Sequence, x, *, probes=None, tangent
 
 
 # ----------------------------------------------------------------------------------------
-# the kernel
+# the factors and the kernel
 # ----------------------------------------------------------------------------------------
 
 
-def _factor_functions(plan: StructurePlan, c: int):
-    """jitted per-batch maps: forward taps (a, phi'), backward (B of non-diagonal uses, J_rest)."""
+def _factor_functions(plan: StructurePlan):
+    """Per-batch maps of ``(consts, leaves, x)`` (pure, not jitted): forward taps (a, phi'),
+    backward (B per probe), and the constant sensitivity M of diagonal uses. Built from the
+    plan's jaxpr alone; the traced constants are arguments, never baked into compiled code."""
     dense = plan.dense
-    nondiag = [k for k, dn in enumerate(dense) if dn.exit_var is None]
+    c = plan.num_outputs
 
-    # the traced constants are passed as arguments, not baked into the compiled functions
-    # (XLA would otherwise try to constant-fold whatever the model computes from them)
-    def forward(leaves, x, consts):
+    def forward(consts, leaves, x):
         def one(xi):
-            _, acts, derivs = _interpret(plan, leaves, xi, tangents=True, consts=consts)
-            a_out = []
-            for k, dn in enumerate(dense):
-                a = jnp.transpose(acts[k], dn.act_perm).reshape(dn.rows, dn.inner)
-                a_out.append(a)
-            d_out = {}
-            for k, dn in enumerate(dense):
-                if dn.exit_var is not None:
-                    d_out[k] = jnp.transpose(derivs[k], dn.out_perm).reshape(dn.rows, dn.width)
+            _, acts, derivs = _interpret(plan, consts, leaves, xi, tangents=True)
+            a_out = [jnp.transpose(acts[k], dn.act_perm).reshape(dn.rows, dn.inner) for k, dn in enumerate(dense)]
+            d_out = {
+                k: jnp.transpose(derivs[k], dn.out_perm).reshape(dn.rows, dn.width)
+                for k, dn in enumerate(dense)
+                if dn.exit_var is not None
+            }
             return a_out, d_out
 
         return jax.vmap(one)(x)
 
-    def backward(leaves, x, consts):
-        rest_vals = [leaves[i] for i in plan.rest]
+    nondiag = [k for k, dn in enumerate(dense) if dn.exit_var is None]
 
-        def model(rest, probe_vals, xi):
-            full = list(leaves)
-            for i, val in zip(plan.rest, rest):
-                full[i] = val
-            probes = {dense[k].out_var: p for k, p in zip(nondiag, probe_vals)}
-            return _interpret(plan, full, xi, probes=probes, consts=consts)[0]
+    def backward(consts, leaves, x):
+        """``{dense index: B (N, C, R, O)}`` for the non-diagonal uses: one probe per distinct
+        matrix-product output (two leaves of one product share it), each leaf's B read off with
+        its own arrangement of the product's axes."""
 
-        zeros = [jnp.zeros(_shape(dense[k].out_var), leaves[dense[k].leaf].dtype) for k in nondiag]
+        def model(probe_vals, xi):
+            probes = dict(zip(plan.probes, probe_vals))
+            return _interpret(plan, consts, leaves, xi, probes=probes)[0]
+
+        zeros = [jnp.zeros(_shape(v), v.aval.dtype) for v in plan.probes]
 
         def one(xi):
-            jr, jb = jax.jacrev(model, argnums=(0, 1))(rest_vals, zeros, xi)
-            jr = [j.reshape(c, -1) for j in jr]
-            jb = [jnp.transpose(j, (0,) + tuple(1 + p for p in dense[k].out_perm)).reshape(c, dense[k].rows, dense[k].width) for j, k in zip(jb, nondiag)]
-            return jr, jb
+            jb = jax.jacrev(model)(zeros, xi)
+            return {
+                k: jnp.transpose(jb[dense[k].probe], (0,) + tuple(1 + p for p in dense[k].out_perm)).reshape(
+                    c, dense[k].rows, dense[k].width
+                )
+                for k in nondiag
+            }
 
         return jax.vmap(one)(x)
 
-    def constant_sensitivity(leaves, x0, consts):
+    def constant_sensitivity(consts, leaves, x0):
         """M = dz/da_out for diagonal uses (the same for every input), at one example."""
         diag = [k for k, dn in enumerate(dense) if dn.exit_var is not None]
         zeros = [jnp.zeros(_shape(dense[k].exit_var), dense[k].exit_var.aval.dtype) for k in diag]
 
         def model(probe_vals):
             probes = {dense[k].exit_var: p for k, p in zip(diag, probe_vals)}
-            return _interpret(plan, leaves, x0, probes=probes, consts=consts)[0]
+            return _interpret(plan, consts, leaves, x0, probes=probes)[0]
 
         jm = jax.jacrev(model)(zeros)
-        return {k: jnp.transpose(j, (0,) + tuple(1 + p for p in dense[k].out_perm)).reshape(c, dense[k].rows, dense[k].width) for j, k in zip(jm, diag)}
+        return {
+            k: jnp.transpose(j, (0,) + tuple(1 + p for p in dense[k].out_perm)).reshape(c, dense[k].rows, dense[k].width)
+            for j, k in zip(jm, diag)
+        }
 
-    consts = list(plan.closed.consts)
-    with_consts = lambda fn: (lambda leaves, x: fn(leaves, x, consts))
-    return with_consts(jax.jit(forward)), with_consts(jax.jit(backward)), with_consts(jax.jit(constant_sensitivity)), nondiag
-
-
-def _chunks(n: int, size: int):
-    return [(a, min(a + size, n)) for a in range(0, n, size)]
+    return forward, backward, constant_sensitivity
 
 
-def _assemble(plan: StructurePlan, c: int, nondiag: list, labels: tuple, names: tuple, collapse, same: bool):
-    """Contract the per-example factors into ``{label: kernel}`` by formula (*)."""
+def _assemble(plan: StructurePlan, labels: tuple, collapse, same: bool):
+    """Contract the per-example factors into ``{label: kernel}`` by formula (*) (dense leaves)."""
     dense = plan.dense
+    c = plan.num_outputs
 
     def run(f1, f2, m):
-        a1, d1, r1, s1 = f1
-        a2, d2, r2, s2 = f2
-        n1, n2 = a1[0].shape[0] if dense else r1[0].shape[0], a2[0].shape[0] if dense else r2[0].shape[0]
+        a1, d1, s1 = f1
+        a2, d2, s2 = f2
         out = {}
 
         def add(label, term):
@@ -536,13 +608,17 @@ def _assemble(plan: StructurePlan, c: int, nondiag: list, labels: tuple, names: 
 
         for k, dn in enumerate(dense):
             label = labels[dn.leaf]
-            gram = jnp.einsum("ark,bsk->abrs", a1[k], a2[k])  # (N1, N2, R, R)
+            n1, n2 = a1[k].shape[0], a2[k].shape[0]
+            if dn.rows == 1:
+                gram = a1[k][:, 0, :] @ a2[k][:, 0, :].T  # (N1, N2)
+            else:
+                gram = jnp.einsum("ark,bsk->abrs", a1[k], a2[k])  # (N1, N2, R, R)
             if dn.exit_var is not None:
                 mk = m[k]  # (C, R, O): B(x) = M diag(phi'(h(x)))
                 if collapse == "class_mean":
                     weight = jnp.einsum("iro,iso->rso", mk, mk)
                     if dn.rows == 1:
-                        term = gram[:, :, 0, 0] * ((d1[k][:, 0, :] * weight[0, 0]) @ d2[k][:, 0, :].T)
+                        term = gram * ((d1[k][:, 0, :] * weight[0, 0]) @ d2[k][:, 0, :].T)
                     else:
                         term = jnp.einsum("abrs,rso,aro,bso->ab", gram, weight, d1[k], d2[k])
                     add(label, term / c)
@@ -550,105 +626,112 @@ def _assemble(plan: StructurePlan, c: int, nondiag: list, labels: tuple, names: 
                 b1 = mk[None] * d1[k][:, None]
                 b2 = b1 if same else mk[None] * d2[k][:, None]
             else:
-                j = nondiag.index(k)
-                b1, b2 = s1[j], s2[j]  # (N, C, R, O)
+                b1, b2 = s1[k], s2[k]  # (N, C, R, O)
             if collapse == "class_mean":
                 if dn.rows == 1:
-                    term = gram[:, :, 0, 0] * (b1.reshape(n1, -1) @ b2.reshape(n2, -1).T)
+                    term = gram * (b1.reshape(n1, -1) @ b2.reshape(n2, -1).T)
                 else:
                     term = jnp.einsum("abrs,airo,biso->ab", gram, b1, b2)
                 add(label, term / c)
             elif dn.rows == 1:
-                add(label, gram[:, :, 0, 0, None, None] * jnp.einsum("aio,bjo->abij", b1[:, :, 0], b2[:, :, 0]))
+                add(label, gram[:, :, None, None] * jnp.einsum("aio,bjo->abij", b1[:, :, 0], b2[:, :, 0]))
             else:
                 add(label, jnp.einsum("abrs,airo,bjso->abij", gram, b1, b2))
+        return out
 
-        for j, leaf_idx in enumerate(plan.rest):
-            if collapse == "class_mean":
-                add(labels[leaf_idx], jnp.einsum("aip,bip->ab", r1[j], r2[j]) / c)
-            else:
-                add(labels[leaf_idx], jnp.einsum("aip,bjp->abij", r1[j], r2[j]))
-        shape = (n1, n2) if collapse == "class_mean" else (n1, n2, c, c)
-        dtype = jnp.result_type(*[v.dtype for v in out.values()]) if out else jnp.float32
-        return {name: out.get(name, jnp.zeros(shape, dtype)) for name in names}
-
-    return jax.jit(run)
+    return run
 
 
-# Compiled functions per (model, parameter structure, example shape): like ``jax.jit``, this
-# treats ``f`` as a pure function (globals it reads are baked in at the first call).
-_CACHE: dict = {}
-_CACHE_SIZE = 32
+def _chunks(n: int, size: int):
+    return [(a, min(a + size, n)) for a in range(0, n, size)]
 
 
-def _cached(key, build):
-    if key is None:
-        return build()
-    try:
-        hit = _CACHE.pop(key)
-    except (KeyError, TypeError):
-        hit = None
-    if hit is None:
-        hit = build()
-        try:
-            _CACHE[key] = hit
-        except TypeError:
-            return hit
-        while len(_CACHE) > _CACHE_SIZE:
-            _CACHE.pop(next(iter(_CACHE)))
-    else:
-        _CACHE[key] = hit  # most recently used last
-    return hit
+def _functions(traced, plan, mesh=None):
+    def build():
+        forward, backward, constant_sensitivity = _factor_functions(plan)
+        return _tracing.per_example(forward, mesh), _tracing.per_example(backward, mesh), jax.jit(constant_sensitivity)
+
+    return _tracing.cached(("structured-fns", traced.key, mesh), build)
 
 
-class _Captured:
-    """Compares by the identity of the captured objects, and keeps them alive while cached
-    (so that an id cannot be reused by a new object)."""
-
-    def __init__(self, objects):
-        self.objects = tuple(objects)
-        self._ids = tuple(id(o) for o in self.objects)
-
-    def __hash__(self):
-        return hash(self._ids)
-
-    def __eq__(self, other):
-        return isinstance(other, _Captured) and self._ids == other._ids
+def factor_bytes(plan: StructurePlan, itemsize: int) -> int:
+    """Bytes of the per-example factors of the dense leaves, for one example."""
+    c = plan.num_outputs
+    return itemsize * (
+        sum(dn.rows * dn.inner + dn.rows * dn.width for dn in plan.dense)
+        + c * sum(dn.rows * dn.width for dn in plan.dense if dn.exit_var is None)
+    )
 
 
-def _filled(cell) -> bool:
-    try:
-        cell.cell_contents
-    except ValueError:
-        return False
-    return True
+def dense_kernels_fn(plan: StructurePlan, labels: tuple, collapse, same: bool):
+    """A pure function ``(consts, leaves, x1, x2) -> {label: kernel}`` over the dense leaves,
+    all examples at once (for fusing into one compiled program with the generic leaves)."""
+    forward, backward, constant_sensitivity = _factor_functions(plan)
+    assemble = _assemble(plan, labels, collapse, same)
+    diag = any(dn.exit_var is not None for dn in plan.dense)
+
+    def factors(consts, leaves, x):
+        fa, fd = forward(consts, leaves, x)
+        jb = backward(consts, leaves, x) if plan.probes else {}
+        return fa, fd, jb
+
+    def run(consts, leaves, x1, x2):
+        f1 = factors(consts, leaves, x1)
+        f2 = f1 if same else factors(consts, leaves, x2)
+        m = constant_sensitivity(consts, leaves, x1[0]) if diag else {}
+        return assemble(f1, f2, m)
+
+    return run
 
 
-def _model_key(f, params, x):
-    leaves, treedef = jax.tree_util.tree_flatten(params)
-    avals = tuple((tuple(np.shape(l)), str(jnp.asarray(l).dtype) if not hasattr(l, "dtype") else str(l.dtype)) for l in leaves)
-    # what f closes over (closure cells, partial arguments) is part of the key, so that a
-    # rebound captured value is traced afresh; globals read by f are not (as with jax.jit)
-    objects = [c.cell_contents for c in (getattr(f, "__closure__", None) or ()) if _filled(c)]
-    if hasattr(f, "func") and hasattr(f, "args"):
-        objects += [f.func, *f.args, *getattr(f, "keywords", {}).values()]
-    key = (f, _Captured(objects), treedef, avals, tuple(x.shape[1:]), str(x.dtype))
-    try:
-        hash(key)
-    except TypeError:
-        return None
-    return key
+def _factors(traced, plan, leaves, x, block_bytes, mesh=None):
+    """Per-example factors of the dense leaves for a batch, computed in chunks (each chunk
+    padded to one shape, and sharded over the mesh's devices when there is one)."""
+    forward, backward, _ = _functions(traced, plan, mesh)
+    per_example = factor_bytes(plan, np.dtype(traced.out_dtype).itemsize)
+    n = x.shape[0]
+    chunk = _tracing.chunk_size(n, per_example, block_bytes, mesh)
+    consts = traced.consts
+    parts = []
+    for a in range(0, n, chunk):
+        xb = _tracing.place(x[a : a + chunk], chunk, mesh)
+        fa, fd = forward(consts, leaves, xb)
+        jb = backward(consts, leaves, xb) if plan.probes else {}
+        keep = min(chunk, n - a)
+        parts.append(jax.tree_util.tree_map(lambda v: v[:keep], (fa, fd, jb)))
+    if len(parts) == 1:
+        return parts[0]
+    return jax.tree_util.tree_map(lambda *p: jnp.concatenate(p, axis=0), *parts)
 
 
-def _build(f, params, x):
-    plan = analyze(f, params, x)
-    return (plan,) + _factor_functions(plan, plan.num_outputs)
+def dense_kernels(traced, plan, leaves, x1, x2, labels, collapse, block_bytes, mesh=None) -> dict:
+    """``{label: kernel}`` summed over the dense leaves only (``x2=None``: ``x2 = x1``).
+
+    Labels of leaves that are all generic are absent. Internal: ``helpers.ntk`` adds the
+    generic leaves' kernels and validates inputs.
+    """
+    if not plan.dense:
+        return {}
+    same = x2 is None
+    f1 = _factors(traced, plan, leaves, x1, block_bytes, mesh)
+    f2 = f1 if same else _factors(traced, plan, leaves, x2, block_bytes, mesh)
+    _, _, constant_sensitivity = _functions(traced, plan)
+    m = constant_sensitivity(traced.consts, leaves, x1[0]) if any(dn.exit_var is not None for dn in plan.dense) else {}
+    assemble = _tracing.cached(
+        ("structured-assemble", traced.key, tuple(labels), collapse, same),
+        lambda: jax.jit(_assemble(plan, tuple(labels), collapse, same)),
+    )
+    return assemble(f1, f2, m)
+
+
+# ----------------------------------------------------------------------------------------
+# public entry points
+# ----------------------------------------------------------------------------------------
 
 
 def cached_plan(f: Callable, params: Any, x: Any) -> StructurePlan:
-    """``analyze(f, params, x)``, reusing the analysis of an earlier call with the same model."""
-    x = jnp.asarray(x)
-    return _cached(_model_key(f, params, x), lambda: _build(f, params, x))[0]
+    """``analyze(f, params, x)`` (the analysis is cached per model structure)."""
+    return analyze(f, params, x)
 
 
 def structured_kernels(
@@ -663,6 +746,9 @@ def structured_kernels(
 ) -> dict:
     """The eNTK by the factorised formula (*), summed over groups of parameter leaves.
 
+    Leaves the analysis cannot factorise are computed exactly by the generic path; the result
+    is ``helpers.ntk.layerwise_entk(..., method="structured")`` with one group per label.
+
     Args:
         f: model ``f(params, x) -> (N, C)``.
         params: pytree of arrays.
@@ -670,65 +756,29 @@ def structured_kernels(
         labels: one hashable label per leaf of ``params`` (``None``: all leaves in one group
             labelled ``None``).
         collapse: ``None`` for ``(N1, N2, C, C)`` kernels, ``"class_mean"`` for ``(N1, N2)``.
-        block_bytes: memory budget for one chunk of per-example factors.
+        block_bytes: memory budget for one block of per-example factors or Jacobians.
 
     Returns:
         ``{label: kernel}`` (numpy, labels in order of first appearance); the labels' kernels
         sum to the eNTK (seed 000 §7).
-
-    Inputs are not validated here beyond the options; ``helpers.ntk`` validates before calling.
     """
-    if collapse not in (None, "class_mean"):
-        raise ValueError(f"collapse must be None or 'class_mean'; got {collapse!r}")
-    same = x2 is None
-    x1 = jnp.asarray(x1)
-    x2 = x1 if same else jnp.asarray(x2)
-    leaves = list(jax.tree_util.tree_leaves(params))
+    from . import ntk  # the generic path and the input checks live there
+
+    leaves = jax.tree_util.tree_leaves(params)
     if labels is None:
         labels = [None] * len(leaves)
-    labels = tuple(labels)
+    labels = list(labels)
     if len(labels) != len(leaves):
-        raise ValueError(f"labels must give one label per leaf ({len(leaves)}); got {len(labels)}")
-    names = tuple(dict.fromkeys(labels))
-    key = _model_key(f, params, x1)
-
-    plan, forward, backward, constant_sensitivity, nondiag = _cached(key, lambda: _build(f, params, x1))
-    c = plan.num_outputs
-    dense = plan.dense
-    assemble = _cached(
-        None if key is None else key + ("assemble", labels, collapse, same),
-        lambda: _assemble(plan, c, nondiag, labels, names, collapse, same),
-    )
-    itemsize = np.dtype(jnp.result_type(*leaves)).itemsize
-    per_example = itemsize * (
-        sum(dn.rows * dn.inner + dn.rows * dn.width for dn in dense)
-        + c * sum(dense[k].rows * dense[k].width for k in nondiag)
-        + c * sum(int(np.size(leaves[i])) for i in plan.rest)
-    )
-    chunk = max(1, int(block_bytes // max(per_example, 1)))
-    need_backward = bool(nondiag or plan.rest)
-
-    def factors(x):
-        parts = []
-        for a, b in _chunks(x.shape[0], chunk):
-            fa, fd = forward(leaves, x[a:b])
-            jr, jb = backward(leaves, x[a:b]) if need_backward else ([], [])
-            parts.append((fa, fd, jr, jb))
-        if len(parts) == 1:
-            return parts[0]
-        return jax.tree_util.tree_map(lambda *p: jnp.concatenate(p, axis=0), *parts)
-
-    f1 = factors(x1)
-    f2 = f1 if same else factors(x2)
-    m = constant_sensitivity(leaves, x1[0]) if any(dn.exit_var is not None for dn in dense) else {}
-    out = assemble(f1, f2, m)
-    return {name: np.asarray(out[name]) for name in names}
+        raise ValueError(f"labels must give one label per leaf of params ({len(leaves)}); got {len(labels)}")
+    if collapse not in (None, "class_mean"):
+        raise ValueError(f"collapse must be None or 'class_mean'; got {collapse!r}")
+    return ntk._kernels_by_label(f, params, x1, x2, labels, collapse, block_bytes, "structured")
 
 
 def layer_factors(f: Callable, params: Any, x: Any) -> dict[str, dict[str, np.ndarray]]:
     """The two factors of every dense parameter leaf: ``a^{l-1}(x)`` and ``B^l(x) = dz/dh^l``.
 
-    For ``h^l = W^l a^{l-1}`` (seed 000 §7, seed 001 §4) the leaf's eNTK is
+    For ``h^l = a^{l-1} W^l`` (seed 000 §7, seed 001 §4) the leaf's eNTK is
     ``Theta^l_ij(x, x') = sum_rs (a_r(x) . a_s(x')) sum_o B_iro(x) B_jso(x')``.
 
     Args:
@@ -737,20 +787,22 @@ def layer_factors(f: Callable, params: Any, x: Any) -> dict[str, dict[str, np.nd
     Returns:
         ``{leaf path: {"activations": (N, R, K), "sensitivities": (N, C, R, O)}}`` for the dense
         leaves (R = 1 for an MLP; K = fan-in, O = fan-out). Leaves that are not dense maps
-        (biases, shared weights) are absent: see ``analyze(...).summary()``.
+        (biases, shared weights) are absent: see ``analyze(...).explain()``.
     """
-    x = jnp.asarray(x)
-    leaves = list(jax.tree_util.tree_leaves(params))
-    plan, forward, backward, constant_sensitivity, nondiag = _cached(_model_key(f, params, x), lambda: _build(f, params, x))
-    acts, derivs = forward(leaves, x)
-    sens = backward(leaves, x)[1] if nondiag or plan.rest else []
-    m = constant_sensitivity(leaves, x[0]) if any(dn.exit_var is not None for dn in plan.dense) else {}
+    from . import ntk
+
+    call = ntk._Call(f, params, x, None, x_name="x")
+    traced, x, leaves = call.traced, call.x1, call.leaves
+    plan = plan_for(traced, call.paths)
+    acts, derivs, sens = _factors(traced, plan, leaves, x, _DEFAULT_BLOCK_BYTES)
+    _, _, constant_sensitivity = _functions(traced, plan)
+    m = constant_sensitivity(traced.consts, leaves, x[0]) if any(dn.exit_var is not None for dn in plan.dense) else {}
     out = {}
     for k, dn in enumerate(plan.dense):
         if dn.exit_var is not None:
             b = m[k][None] * derivs[k][:, None]
         else:
-            b = sens[nondiag.index(k)]
+            b = sens[k]
         out[plan.paths[dn.leaf]] = {"activations": np.asarray(acts[k]), "sensitivities": np.asarray(b)}
     return out
 
@@ -761,16 +813,33 @@ def forward_backward_kernels(f: Callable, params: Any, x: Any) -> dict[str, tupl
     ``F^l(x, x') = sum_r a_r(x) . a_r(x')`` (the forward kernel: what the layer reads) and
     ``B^l(x, x') = (1/C) sum_i sum_ro B_iro(x) B_iro(x')`` (the backward kernel: how the output
     depends on what the layer writes), seed 001 §4. For an MLP (R = 1) the leaf's class-mean
-    eNTK is their entrywise product, ``Theta^l = F^l * B^l``.
+    eNTK is their entrywise product, ``Theta^l = F^l * B^l``. For a diagonal use
+    (``B = M diag(phi')``) the backward kernel is ``(phi'(x) * s) . phi'(x') / C`` with
+    ``s_ro = sum_i M_iro^2``, without forming the ``(N, C, R, O)`` sensitivities.
 
     Returns:
         ``{leaf path: (F (N, N), B (N, N))}``.
     """
+    from . import ntk
+
+    call = ntk._Call(f, params, x, None, x_name="x")
+    traced, x, leaves = call.traced, call.x1, call.leaves
+    plan = plan_for(traced, call.paths)
+    acts, derivs, sens = _factors(traced, plan, leaves, x, _DEFAULT_BLOCK_BYTES)
+    _, _, constant_sensitivity = _functions(traced, plan)
+    m = constant_sensitivity(traced.consts, leaves, x[0]) if any(dn.exit_var is not None for dn in plan.dense) else {}
+    c = plan.num_outputs
     out = {}
-    for path, fac in layer_factors(f, params, x).items():
-        a, b = fac["activations"], fac["sensitivities"]
-        n, c = b.shape[:2]
+    for k, dn in enumerate(plan.dense):
+        a = np.asarray(acts[k])
+        n = a.shape[0]
         forward_k = np.einsum("ark,brk->ab", a, a)
-        backward_k = b.reshape(n, -1) @ b.reshape(n, -1).T / c
-        out[path] = (forward_k, backward_k)
+        if dn.exit_var is not None:
+            s = np.asarray((m[k] ** 2).sum(axis=0)).reshape(-1)  # (R*O,)
+            d = np.asarray(derivs[k]).reshape(n, -1)
+            backward_k = (d * s) @ d.T / c
+        else:
+            b = np.asarray(sens[k]).reshape(n, -1)
+            backward_k = b @ b.T / c
+        out[plan.paths[dn.leaf]] = (forward_k, backward_k)
     return out

@@ -279,45 +279,5 @@ def test_linearized_dynamics_and_kernel_regression():
 # -----------------------------------------------------------------------------------------
 
 
-def test_bad_inputs_raise_clear_errors():
-    f, params = small_mlp(8)
-    x = inputs(12, 4)
-    with pytest.raises(ValueError, match="feature shape"):
-        ntk.entk(f, params, x, np.ones((3, 5)))
-    with pytest.raises(ValueError, match=r"\(N, C\)"):
-        ntk.entk(lambda p, x: f(p, x).sum(axis=1), params, x)
-    with pytest.raises(ValueError, match=r"\(N, C\)"):
-        ntk.entk(lambda p, x: f(p, x)[:, :, None], params, x)
-    with pytest.raises(ValueError, match="batch axis"):
-        ntk.entk(lambda p, x: f(p, x).sum(axis=0, keepdims=True).repeat(2, axis=0), params, x)
-    bad_params = jax.tree_util.tree_map(lambda a: a, params)
-    bad_params["layer2"]["w"] = bad_params["layer2"]["w"].at[0, 0].set(jnp.nan)
-    with pytest.raises(ValueError, match=r"params.*layer2.*non-finite"):
-        ntk.entk(f, bad_params, x)
-    with pytest.raises(ValueError, match="x2.*non-finite"):
-        ntk.entk(f, params, x, np.full((2, 3), np.inf))
-    with pytest.raises(ValueError, match="x1.*non-finite"):
-        ntk.class_mean_entk(f, params, np.full((2, 3), np.nan))
-    with pytest.raises(TypeError, match="callable"):
-        ntk.entk("not a model", params, x)
-    op = ntk.entk_operator(f, params, x)
-    with pytest.raises(ValueError, match=r"k must satisfy 1 <= k < 16"):
-        ntk.top_eigenpairs(op, 16)
-    with pytest.raises(ValueError, match="k must satisfy"):
-        ntk.top_eigenpairs(np.eye(3), 4)
-    with pytest.raises(ValueError, match="k must satisfy"):
-        ntk.top_eigenpairs(np.eye(3), 0)
-    with pytest.raises(ValueError, match="symmetric"):
-        ntk.top_eigenpairs(np.triu(np.ones((3, 3))), 1)
-    with pytest.raises(ValueError, match=r"\(N1, N2, C, C\)"):
-        ntk.flatten(np.ones((3, 3)))
-    with pytest.raises(ValueError, match=r"c must lie in \[0, 4\)"):
-        ntk.per_class(ntk.entk(f, params, x), 4)
-    with pytest.raises(ValueError, match="partition"):
-        ntk.layerwise_entk(f, params, x, groups={"a": ["layer1"], "b": ["layer2"]})
-    with pytest.raises(ValueError, match="collapse"):
-        ntk.layerwise_entk(f, params, x, collapse="trace")
-    with pytest.raises(ValueError, match="collapse"):
-        ntk.entk_operator(f, params, x, collapse="diag")
-    with pytest.raises(ValueError, match="descending"):
-        ntk.find_cliffs(np.arange(5.0))
+# Bad input of every public function: tests/test_bad_inputs_ntk.py (table-driven).
+
