@@ -16,11 +16,13 @@ Two parametrisations (seed 003):
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from . import _checks
 
 __all__ = ["ACTIVATIONS", "mlp_init", "mlp_apply", "make_mlp"]
 
@@ -36,10 +38,22 @@ ACTIVATIONS: dict[str, Callable] = {
 
 
 def _check_sizes(sizes: Sequence[int]) -> list[int]:
+    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
+        raise TypeError(f"sizes must be a list of layer widths [d_in, hidden..., d_out]; got {_checks.describe(sizes)}")
     sizes = list(sizes)
     if len(sizes) < 2 or any(not isinstance(s, (int, np.integer)) or isinstance(s, bool) or s < 1 for s in sizes):
         raise ValueError(f"sizes must be >= 2 positive integers (input, hidden..., output); got {sizes}")
     return [int(s) for s in sizes]
+
+
+def _check_dtype(dtype) -> Any:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as err:
+        raise TypeError(f"dtype must be a floating-point dtype; got {dtype!r}") from err
+    if dt.kind != "f":
+        raise TypeError(f"dtype must be a floating-point dtype (parameters are differentiated); got {dt}")
+    return dtype
 
 
 def mlp_init(
@@ -62,9 +76,11 @@ def mlp_init(
     Returns:
         dict ``{"layer1": {"w": (d0, d1), "b": (d1,)}, ...}``.
     """
+    _checks.rng_key(key, "key")
     sizes = _check_sizes(sizes)
-    if parametrization not in ("ntk", "standard"):
-        raise ValueError(f"parametrization must be 'ntk' or 'standard'; got {parametrization!r}")
+    _checks.choice(parametrization, "parametrization", ("ntk", "standard"))
+    _checks.boolean(bias, "bias")
+    _check_dtype(dtype)
     params = {}
     keys = jax.random.split(key, 2 * (len(sizes) - 1))
     for layer, (d_in, d_out) in enumerate(zip(sizes[:-1], sizes[1:])):
@@ -86,11 +102,22 @@ def mlp_apply(
     parametrization: str = "ntk",
     output_scale: float = 1.0,
 ) -> jnp.ndarray:
-    """Forward pass ``x (N, d_in) -> (N, d_out)``; the activation acts on every hidden layer."""
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}; got {activation!r}")
-    if parametrization not in ("ntk", "standard"):
-        raise ValueError(f"parametrization must be 'ntk' or 'standard'; got {parametrization!r}")
+    """Forward pass ``x (N, d_in) -> (N, d_out)``; the activation acts on every hidden layer.
+
+    Checks shapes only (it runs inside ``jit``, where values are not known).
+    """
+    _checks.choice(activation, "activation", sorted(ACTIVATIONS))
+    _checks.choice(parametrization, "parametrization", ("ntk", "standard"))
+    if not isinstance(params, dict) or not params or not all(
+        isinstance(k, str) and k.startswith("layer") and k.removeprefix("layer").isdigit() and isinstance(v, dict) and "w" in v
+        for k, v in params.items()
+    ):
+        raise TypeError(
+            "params must be the dict of mlp_init, {'layer1': {'w': ..., 'b': ...}, ...}; got "
+            f"{_checks.describe(params) if not isinstance(params, dict) else sorted(params)}"
+        )
+    if not hasattr(x, "shape") or len(x.shape) not in (1, 2):
+        raise ValueError(f"x must be a batch of shape (N, d_in) (or one example, (d_in,)); got {_checks.describe(x)}")
     act = ACTIVATIONS[activation]
     names = sorted(params, key=lambda s: int(s.removeprefix("layer")))
     h = x
@@ -98,7 +125,7 @@ def mlp_apply(
         layer = params[name]
         w = layer["w"]
         if h.shape[-1] != w.shape[0]:
-            raise ValueError(f"x has {h.shape[-1]} features at {name}, but {name}.w expects {w.shape[0]}")
+            raise ValueError(f"x has {h.shape[-1]} features at {name}, but params[{name!r}]['w'] expects {w.shape[0]}")
         scale = 1.0 / jnp.sqrt(w.shape[0]) if parametrization == "ntk" else 1.0
         h = scale * (h @ w)
         if "b" in layer:
@@ -119,6 +146,8 @@ def make_mlp(
     dtype=jnp.float32,
 ) -> tuple[Callable, dict]:
     """Return ``(f, params)`` with ``f(params, x) -> (N, d_out)``, ready for ``helpers.ntk``."""
+    _checks.choice(activation, "activation", sorted(ACTIVATIONS))
+    _checks.real(output_scale, "output_scale")
     params = mlp_init(key, sizes, parametrization=parametrization, bias=bias, dtype=dtype)
 
     def f(p, x):

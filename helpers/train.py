@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from . import _checks
+
 from helpers import progress as _progress
 
 __all__ = ["History", "train"]
@@ -37,14 +39,13 @@ class History:
 
 
 def _record_points(steps: int, record_every: int | None, record_at: Sequence[int] | None) -> np.ndarray:
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
-        raise ValueError(f"steps must be a non-negative integer; got {steps!r}")
+    steps = _checks.integer(steps, "steps", low=0)
     points = {0, int(steps)}
     if record_every is not None:
-        if record_every < 1:
-            raise ValueError(f"record_every must be a positive integer; got {record_every}")
+        record_every = _checks.integer(record_every, "record_every", low=1)
         points.update(range(0, steps + 1, record_every))
     if record_at is not None:
+        record_at = [_checks.integer(s, "record_at entries") for s in record_at]
         bad = [s for s in record_at if not 0 <= int(s) <= steps]
         if bad:
             raise ValueError(f"record_at entries must lie in [0, {steps}]; got {bad}")
@@ -89,6 +90,11 @@ def train(
         raise TypeError(f"loss_fn must be callable as loss_fn(params) -> scalar; got {type(loss_fn).__name__}")
     if not isinstance(optimizer, optax.GradientTransformation):
         raise TypeError(f"optimizer must be an optax.GradientTransformation; got {type(optimizer).__name__}")
+    _checks.params_tree(params, "params")
+    if metrics is not None:
+        if not isinstance(metrics, dict) or not all(callable(v) for v in metrics.values()):
+            raise TypeError(f"metrics must be a dict name -> function of params; got {_checks.describe(metrics)}")
+    _checks.boolean(keep_params, "keep_params")
     points = _record_points(steps, record_every, record_at)
     progress = _progress.enabled(progress)
     metric_fns = {"loss": loss_fn, **(metrics or {})}
@@ -121,6 +127,12 @@ def train(
         values = evaluate(params)
         for k, v in values.items():
             history.metrics[k].append(float(v))
+        if not np.isfinite(history.metrics["loss"][-1]):
+            pbar.close()
+            raise ValueError(
+                f"loss_fn is {history.metrics['loss'][-1]} at step {int(point)}: training diverged "
+                "(lower the optimizer's learning rate) or the loss is undefined at these parameters"
+            )
         if keep_params:
             history.params.append(jax.tree_util.tree_map(np.asarray, params))
         pbar.set_postfix(loss=f"{history.metrics['loss'][-1]:.4g}")
