@@ -300,7 +300,14 @@ def _tolerance(dtype) -> float:
 _VERDICTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def check_independent(traced: TracedModel, f: Callable, params: Any, x: Any, x2: Any = None) -> None:
+_ADVICE = (
+    "Per-example kernels (entk, class_mean_entk, layerwise_entk, jacobian) are undefined for such a "
+    "model. Use ntk.entk_operator(f, params, x), which differentiates the whole batch, or make the "
+    "model act on examples independently (e.g. batch statistics passed in as constants)."
+)
+
+
+def check_independent(traced: TracedModel, f: Callable, params: Any, x: Any, x2: Any = None, *, advice: str = _ADVICE) -> None:
     """Raise ``CouplingError`` if row ``n`` of ``f(params, x)`` depends on other rows of ``x``.
 
     On a probe batch (the first examples of ``x``, and of ``x2``), compares the batched model
@@ -389,11 +396,8 @@ def check_independent(traced: TracedModel, f: Callable, params: Any, x: Any, x2:
             "f mixes examples: row n of f(params, x) depends on the other rows of x (on a probe "
             f"batch of {m}: batched vs one-at-a-time outputs differ by {d_out:.3g}, their parameter "
             f"gradients by {d_jvp:.3g}, the first row's gradient reaches the other rows with size {cross:.3g}; "
-            f"scale {scale:.3g}). Per-example kernels (entk, class_mean_entk, layerwise_entk, "
-            "jacobian) are undefined for such a model (batch normalisation in training mode, "
-            "centring by the batch mean). Use ntk.entk_operator(f, params, x), which differentiates "
-            "the whole batch, or make the model act on examples independently (e.g. batch "
-            "statistics passed in as constants)."
+            f"scale {scale:.3g}; batch normalisation in training mode and centring by the batch mean "
+            f"do this). {advice}"
         )
     try:
         _VERDICTS.setdefault(f, set()).add(memo_key)

@@ -50,7 +50,7 @@ from jax.flatten_util import ravel_pytree
 from scipy.linalg import subspace_angles
 from scipy.sparse.linalg import LinearOperator
 
-from . import _checks
+from . import _checks, _tracing
 from .ntk import entk, flatten
 
 __all__ = [
@@ -144,24 +144,20 @@ def _check_per_example(f: Callable, params: Any, x: jnp.ndarray, out_dtype) -> N
     """Refuse models whose outputs couple the examples of a batch (batch norm, batch-mean centring).
 
     Per-example Jacobians and gradients (``gauss_newton``, ``per_example_gradients`` ...) assume
-    that row ``n`` of ``f(params, x)`` depends on ``x[n]`` alone. Probe it on the first three
-    examples: each example alone must give the row it gets inside the batch.
+    that row ``n`` of ``f(params, x)`` depends on ``x[n]`` alone: the probe of
+    ``helpers._tracing.check_independent`` (shared with ``helpers.ntk``) tests it.
     """
-    m = min(int(x.shape[0]), 3)
-    if m < 2:
-        return
-    together = np.asarray(f(params, x[:m]), dtype=np.float64)
-    alone = np.concatenate([np.asarray(f(params, x[i : i + 1]), dtype=np.float64) for i in range(m)])
-    finite = np.isfinite(together)
-    scale = max(float(np.abs(together[finite]).max()) if finite.any() else 1.0, 1.0)
-    tol = 1e4 * float(np.finfo(out_dtype).eps) * scale
-    if not (np.all(np.isfinite(alone)) and np.all(finite)) or np.abs(together - alone).max() > tol:
-        raise ValueError(
-            "f couples the examples of a batch (row n of f(params, x) changes with the other rows of x, "
-            "e.g. batch norm or centring by the batch mean), or gives non-finite outputs: per-example "
-            "Jacobians and gradients are undefined for it. Use the full-batch routes instead: "
-            "loss_hessian, hessian_operator, gauss_newton_operator"
-        )
+    traced = _tracing.trace_model(f, params, x)
+    _tracing.check_independent(
+        traced,
+        f,
+        params,
+        x,
+        advice=(
+            "Per-example Jacobians and gradients are undefined for it. Use the full-batch routes "
+            "instead: loss_hessian, hessian_operator, gauss_newton_operator"
+        ),
+    )
 
 
 def _problem(f, params, x, targets, loss, reduction, *, per_example: bool = False):

@@ -6,7 +6,9 @@ the layerwise eNTK's default groups (``helpers.ntk.layerwise_entk``) are the lay
 Two parametrisations (seed 003):
 
 * ``"ntk"``: weights drawn N(0, 1), pre-activations scaled by ``1/sqrt(fan_in)`` in the
-  forward pass. The kernel converges as the width grows and moves by O(1/sqrt(width)).
+  forward pass. At initialisation the kernel differs from its infinite-width limit by
+  O(1/sqrt(width)) (seed 003); during training it moves by O(1/width) (Dyer & Gur-Ari 2019;
+  measured in chapter 4).
 * ``"standard"``: weights drawn N(0, 1/fan_in), no scaling in the forward pass. Same function
   at initialisation, different gradient scales.
 

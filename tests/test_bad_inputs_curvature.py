@@ -73,7 +73,7 @@ for fn in MODEL_FUNCS:
 PER_EXAMPLE = [cv.gauss_newton, cv.gauss_newton_split, cv.output_space_gauss_newton, cv.per_example_gradients,
                cv.loss_gradient_kernel, cv.gradient_covariance_operator]
 for fn in PER_EXAMPLE:
-    CASES.append(Case(fn, (batch_mean_model, params, x, y), {}, "couples the examples", "batch-coupled model"))
+    CASES.append(Case(fn, (batch_mean_model, params, x, y), {}, "mixes examples", "batch-coupled model"))
 
 CASES += [
     Case(cv.gradient_covariance_operator, (f, params, x[:1], y[:1]), {}, "x", "one example: no covariance"),
