@@ -8,9 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import scipy.stats
 from jax.flatten_util import ravel_pytree
 
 from helpers import drift, models, ntk
+from helpers.train import train
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +228,7 @@ def test_bad_inputs_raise(small_mlp):
         drift.perturbation_rates(np.ones((2, 3)), np.ones((2, 3)))
     with pytest.raises(ValueError, match="symmetric"):
         drift.perturbation_rates(np.array([[1.0, 2.0], [0.0, 1.0]]), np.eye(2))
-    with pytest.raises(ValueError, match="k must satisfy"):
+    with pytest.raises(ValueError, match="k must be <= 2"):
         drift.subspace_rotation_rate(np.eye(3), np.eye(3), 3)
     with pytest.raises(TypeError, match="k must be an integer"):
         drift.eigenspace_change(np.eye(3), np.eye(3), 1.5)
@@ -240,5 +242,195 @@ def test_bad_inputs_raise(small_mlp):
         drift.softmax_output_hessian(np.ones(3))
     with pytest.raises(ValueError, match="output_hessian"):
         drift.residual_dynamics(np.eye(3), np.eye(2), np.ones(3), [1.0])
-    with pytest.raises(ValueError, match="params_list is empty"):
+    with pytest.raises(ValueError, match="params_list must hold at least one"):
         drift.kernel_trajectory(f, [], x)
+
+
+# ----------------------------------------------------------------------------------------
+# closed-form and infinite-width kernels
+# ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("activation, bias, c, scale", [("tanh", True, 1, 1.0), ("tanh", True, 3, 0.3), ("relu", False, 2, 1.0), ("sin", True, 1, 2.0)])
+def test_one_hidden_layer_kernel_matches_autodiff(activation, bias, c, scale):
+    f, params = models.make_mlp([3, 9, c], key=jax.random.PRNGKey(11), activation=activation, bias=bias, output_scale=scale, dtype=jnp.float64)
+    x = jax.random.normal(jax.random.PRNGKey(12), (6, 3), jnp.float64)
+    theta, unravel = ravel_pytree(params)
+    jac = jax.jacfwd(lambda t: f(unravel(t), x).reshape(-1))(theta)  # forward mode, dense: an independent route
+    closed = drift.one_hidden_layer_kernel(params, x, activation=activation, output_scale=scale)
+    np.testing.assert_allclose(np.asarray(closed), np.asarray(jac @ jac.T), rtol=1e-10, atol=1e-12)
+
+
+def test_one_hidden_layer_kernel_vmaps_over_seeds():
+    keys = jnp.stack([jax.random.PRNGKey(s) for s in range(3)])
+    batch = jax.vmap(lambda k: models.mlp_init(k, [2, 7, 1], dtype=jnp.float64))(keys)
+    x = jax.random.normal(jax.random.PRNGKey(5), (4, 2), jnp.float64)
+    stacked = jax.jit(jax.vmap(lambda p: drift.one_hidden_layer_kernel(p, x)))(batch)
+    for i in range(3):
+        single = jax.tree_util.tree_map(lambda a: a[i], batch)
+        np.testing.assert_allclose(np.asarray(stacked[i]), np.asarray(drift.one_hidden_layer_kernel(single, x)), rtol=1e-12)
+
+
+def test_infinite_width_kernel_sine_closed_form():
+    # sin activation: E sin(u) sin(v) = exp(-(s11 + s22)/2) sinh(s12), E cos(u) cos(v) = exp(-(s11 + s22)/2) cosh(s12)
+    x = np.asarray(jax.random.normal(jax.random.PRNGKey(3), (7, 3), jnp.float64))
+    for bias, bias_std in [(False, 0.0), (True, 0.3)]:
+        cov = x @ x.T / 3 + (bias_std**2 if bias else 0.0)
+        d = np.diag(cov)
+        damp = np.exp(-(d[:, None] + d[None, :]) / 2)
+        expected = damp * np.sinh(cov) + damp * np.cosh(cov) * (x @ x.T / 3 + (1.0 if bias else 0.0)) + (1.0 if bias else 0.0)
+        got = drift.infinite_width_kernel(x, activation="sin", bias=bias, bias_std=bias_std, output_scale=0.5, n_outputs=2)
+        np.testing.assert_allclose(got, 0.25 * np.kron(expected, np.eye(2)), rtol=1e-10, atol=1e-12)
+
+
+def test_infinite_width_kernel_relu_arccosine():
+    # relu, no bias (Cho & Saul 2009): E relu(u) relu(v) = s1 s2 (sin t + (pi - t) cos t) / (2 pi), E step(u) step(v) = (pi - t) / (2 pi)
+    x = np.asarray(jax.random.normal(jax.random.PRNGKey(4), (6, 2), jnp.float64))
+    g = x @ x.T / 2
+    s = np.sqrt(np.diag(g))
+    t = np.arccos(np.clip(g / np.outer(s, s), -1, 1))
+    expected = np.outer(s, s) * (np.sin(t) + (np.pi - t) * np.cos(t)) / (2 * np.pi) + (np.pi - t) / (2 * np.pi) * g
+    got = drift.infinite_width_kernel(x, activation="relu", bias=False, order=200)
+    # a kinked integrand: Gauss-Hermite converges only algebraically
+    np.testing.assert_allclose(got, expected, rtol=5e-3, atol=5e-3)
+
+
+def test_infinite_width_kernel_is_the_mean_of_wide_networks():
+    x = jax.random.normal(jax.random.PRNGKey(6), (5, 2), jnp.float64)
+    k_inf = drift.infinite_width_kernel(np.asarray(x))
+    keys = jnp.stack([jax.random.PRNGKey(100 + s) for s in range(16)])
+    batch = jax.vmap(lambda k: models.mlp_init(k, [2, 4096, 1], dtype=jnp.float64))(keys)
+    draws = np.asarray(jax.vmap(lambda p: drift.one_hidden_layer_kernel(p, x))(batch))
+    single = np.mean([np.linalg.norm(d - k_inf) for d in draws])
+    # E K_0 = K_inf exactly: the mean of 16 draws is ~4x closer than one draw; a wrong K_inf would not be
+    assert np.linalg.norm(draws.mean(axis=0) - k_inf) < 0.5 * single
+    assert single / np.linalg.norm(k_inf) < 0.1
+
+
+# ----------------------------------------------------------------------------------------
+# kernel derivative, perturbation ratio, timescale ratio
+# ----------------------------------------------------------------------------------------
+
+
+def test_kernel_derivative_jvp_central_difference_and_gradient_flow(small_mlp):
+    f, params, x, r = small_mlp
+    direction = jax.tree_util.tree_map(lambda a: jnp.asarray(a), _unravel_like(params, _gradient_flow_direction(f, params, x, r)))
+    theta, unravel = ravel_pytree(params)
+    jac_kernel = lambda p: (lambda j: j @ j.T)(jax.jacrev(lambda t: f(unravel(t), x).reshape(-1))(ravel_pytree(p)[0]))
+    exact = drift.kernel_derivative(jac_kernel, params, direction)
+    numeric = drift.kernel_derivative(lambda p: drift.flat_kernel(f, p, x), params, direction, step=1e-4)
+    # gradient flow: the same as kernel_velocity (a different implementation: jvp of the Jacobian)
+    np.testing.assert_allclose(exact, drift.kernel_velocity(f, params, x, r), rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(numeric, exact, rtol=1e-6, atol=1e-8)
+
+
+def _unravel_like(params, flat):
+    return ravel_pytree(params)[1](flat)
+
+
+def test_perturbation_ratio_against_rates_and_small_steps():
+    rng = np.random.default_rng(7)
+    K = _random_spd(rng, 8)
+    V = rng.standard_normal((8, 8))
+    V = V + V.T
+    out = drift.perturbation_ratio(K, V, [1, 3])
+    for j, k in enumerate([1, 3]):
+        lam, U, lam_dot, U_dot = drift.perturbation_rates(K, V, k=k)
+        a = np.linalg.norm(lam_dot / lam)
+        b = np.linalg.norm(U_dot - U @ (U.T @ U_dot))  # (I - P_k) U'
+        assert out["ratio"][j] == pytest.approx(a / b, rel=1e-10)
+        # a small step of V: log-eigenvalue change over eigenspace angle -> the same ratio
+        h = 1e-6
+        lam2, U2 = drift.spectra(np.stack([K, K + h * V]), k)
+        assert drift.timescale_ratio(lam2, U2, k)["ratio"] == pytest.approx(out["ratio"][j], rel=1e-4)
+    spec = drift.spectra(K)
+    again = drift.perturbation_ratio(None, V, 3, spectrum=spec)
+    assert again["ratio"] == pytest.approx(out["ratio"][1], rel=1e-12)
+    # a velocity diagonal in the eigenbasis turns nothing
+    lam, U = spec
+    assert drift.perturbation_ratio(K, U @ np.diag(np.arange(1.0, 9.0)) @ U.T, 2)["ratio"] > 1e12
+
+
+def test_timescale_ratio_weights_intervals_by_length():
+    rng = np.random.default_rng(8)
+    q, _ = np.linalg.qr(rng.standard_normal((5, 5)))
+    lam0 = np.array([5.0, 4.0, 3.0, 2.0, 1.0])
+
+    def rot(t):
+        g = np.eye(5)
+        g[0, 0] = g[4, 4] = np.cos(t)
+        g[0, 4], g[4, 0] = -np.sin(t), np.sin(t)
+        return g
+
+    # eigenvalues grow as exp(s), the top eigenvector turns at angle s / 2: path ratio sqrt(1) / (1/2) = 2 for k = 1
+    kernel = lambda s: q @ rot(s / 2) @ np.diag(lam0 * np.exp(s)) @ rot(s / 2).T @ q.T
+    coarse = drift.spectra(np.stack([kernel(s) for s in [0.0, 0.01, 0.8]]), 1)
+    fine = drift.spectra(np.stack([kernel(s) for s in np.linspace(0.0, 0.8, 9)]), 1)
+    for lam, U in (coarse, fine):
+        assert drift.timescale_ratio(lam, U, 1)["ratio"] == pytest.approx(2.0, rel=1e-8)
+    # the per-interval rates of the coarse record differ in weight; their plain mean is not the estimator
+    out = drift.timescale_ratio(*coarse, 1)
+    assert out["eigenvalue_path"] == pytest.approx(0.8, rel=1e-8)
+    assert out["eigenvector_path"] == pytest.approx(0.4, rel=1e-8)
+
+
+def test_loglog_slope_and_interval_against_scipy():
+    rng = np.random.default_rng(9)
+    widths = np.array([16.0, 64.0, 256.0, 1024.0])
+    values = np.exp(rng.standard_normal((5, 1)) + np.outer(-0.7 + 0.1 * rng.standard_normal(5), np.log(widths)) + 0.05 * rng.standard_normal((5, 4)))
+    fit = drift.loglog_slope(widths, values, level=0.9)
+    slopes = [scipy.stats.linregress(np.log(widths), np.log(v)).slope for v in values]
+    np.testing.assert_allclose(fit["slopes"], slopes, rtol=1e-12)
+    low, high = scipy.stats.t.interval(0.9, df=4, loc=np.mean(slopes), scale=scipy.stats.sem(slopes))
+    assert fit["ci"] == pytest.approx((low, high), rel=1e-10)
+    np.testing.assert_allclose(fit["local"], np.diff(np.log(values), axis=1) / np.diff(np.log(widths)), rtol=1e-12)
+    exact = drift.loglog_slope(widths, np.stack([widths**-0.5, 3 * widths**-0.5]))
+    assert exact["mean"] == pytest.approx(-0.5, abs=1e-12) and exact["std"] == pytest.approx(0.0, abs=1e-12)
+
+
+# ----------------------------------------------------------------------------------------
+# batched training
+# ----------------------------------------------------------------------------------------
+
+
+def test_train_recording_matches_one_run_per_member():
+    keys = jnp.stack([jax.random.PRNGKey(s) for s in (3, 4)])
+    batch = jax.vmap(lambda k: models.mlp_init(k, [2, 6, 1], dtype=jnp.float64))(keys)
+    x = jax.random.normal(jax.random.PRNGKey(9), (5, 2), jnp.float64)
+    targets = jax.random.normal(jax.random.PRNGKey(10), (2, 5, 1), jnp.float64)
+    loss = lambda p, t: jnp.mean((models.mlp_apply(p, x) - t) ** 2)
+    opt = optax.adam(0.05)
+    rec = drift.train_recording(loss, batch, opt, [0, 3, 7], args=targets)
+    assert list(rec["steps"]) == [0, 3, 7]
+    for i in range(2):
+        single = jax.tree_util.tree_map(lambda a: a[i], batch)
+        _, hist = train(lambda p: loss(p, targets[i]), single, opt, 8, record_at=[3, 7])
+        for j, step in enumerate([0, 3, 7]):
+            k = list(hist.steps).index(step)
+            for a, b in zip(jax.tree_util.tree_leaves(rec["params"][j]), jax.tree_util.tree_leaves(hist.params[k])):
+                np.testing.assert_allclose(np.asarray(a[i]), b, rtol=1e-10, atol=1e-12)
+        # the recorded update is the step from 7 to 8
+        moved = jax.tree_util.tree_map(lambda p, u: p[i] + u[i], rec["params"][-1], rec["updates"][-1])
+        for a, b in zip(jax.tree_util.tree_leaves(moved), jax.tree_util.tree_leaves(hist.params[-1])):
+            np.testing.assert_allclose(np.asarray(a), b, rtol=1e-10, atol=1e-12)
+
+
+def test_train_to_loss_stops_at_the_first_step_below_target():
+    keys = jnp.stack([jax.random.PRNGKey(s) for s in (5, 6, 7)])
+    batch = jax.vmap(lambda k: models.mlp_init(k, [2, 8, 1], dtype=jnp.float64))(keys)
+    x = jax.random.normal(jax.random.PRNGKey(11), (6, 2), jnp.float64)
+    y = jnp.sin(x[:, :1])
+    loss = lambda p, a: 0.5 * jnp.mean((a * models.mlp_apply(p, x) - y) ** 2)
+    alphas = jnp.array([1.0, 0.5, 1.0])
+    out = drift.train_to_loss(loss, batch, [0.5, 0.5, 0.3], target_fraction=0.3, max_steps=400, args=alphas)
+    loss_jit, grad_jit = jax.jit(loss), jax.jit(jax.grad(loss))
+    for i, rate in enumerate([0.5, 0.5, 0.3]):
+        p = jax.tree_util.tree_map(lambda a: a[i], batch)
+        start = float(loss_jit(p, alphas[i]))
+        n = 0
+        while float(loss_jit(p, alphas[i])) > 0.3 * start and n < 400:  # a plain Python loop: the reference
+            p = jax.tree_util.tree_map(lambda w, g: w - rate * g, p, grad_jit(p, alphas[i]))
+            n += 1
+        assert out["steps"][i] == n and out["reached"][i]
+        for a, b in zip(jax.tree_util.tree_leaves(out["params"]), jax.tree_util.tree_leaves(p)):
+            np.testing.assert_allclose(np.asarray(a[i]), np.asarray(b), rtol=1e-10, atol=1e-12)
