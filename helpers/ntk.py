@@ -595,6 +595,11 @@ def _jacobian_flat(f: Callable, params: Any, x: jnp.ndarray) -> jnp.ndarray:
     return _jacobian_of(_Call(f, params, x, None, x_name="x"))
 
 
+def _whole_kernel(f, params, x1, x2, collapse, block_bytes, method, mesh):
+    call = _Call(f, params, x1, x2, mesh=mesh)
+    return _kernels_for(call, [0] * len(call.leaves), collapse, block_bytes, method)[0]
+
+
 def entk(
     f: Callable,
     params: Any,
@@ -623,9 +628,7 @@ def entk(
         ``(N1, N2, C, C)`` with ``K[n, m, i, j] = sum_mu df_i(x1_n)/dtheta_mu df_j(x2_m)/dtheta_mu``
         (seed 002 eq. 3).
     """
-    call = _Call(f, params, x1, x2, mesh=mesh)
-    labels = [0] * len(call.leaves)
-    return _kernels_for(call, labels, None, block_bytes, method)[0]
+    return _whole_kernel(f, params, x1, x2, None, block_bytes, method, mesh)
 
 
 def class_mean_entk(
@@ -646,9 +649,7 @@ def class_mean_entk(
     Returns:
         ``(N1, N2)``.
     """
-    call = _Call(f, params, x1, x2, mesh=mesh)
-    labels = [0] * len(call.leaves)
-    return _kernels_for(call, labels, "class_mean", block_bytes, method)[0]
+    return _whole_kernel(f, params, x1, x2, "class_mean", block_bytes, method, mesh)
 
 
 def explain(f: Callable, params: Any, x: Any) -> dict[str, str]:

@@ -775,6 +775,20 @@ def structured_kernels(
     return ntk._kernels_by_label(f, params, x1, x2, labels, collapse, block_bytes, "structured")
 
 
+def _all_factors(f, params, x):
+    """Validate, trace and compute every dense leaf's factors on a batch: ``(plan, a, phi', B of
+    the non-diagonal uses, M of the diagonal uses)``."""
+    from . import ntk
+
+    call = ntk._Call(f, params, x, None, x_name="x")
+    traced, x, leaves = call.traced, call.x1, call.leaves
+    plan = plan_for(traced, call.paths)
+    acts, derivs, sens = _factors(traced, plan, leaves, x, _DEFAULT_BLOCK_BYTES)
+    _, _, constant_sensitivity = _functions(traced, plan)
+    m = constant_sensitivity(traced.consts, leaves, x[0]) if any(dn.exit_var is not None for dn in plan.dense) else {}
+    return plan, acts, derivs, sens, m
+
+
 def layer_factors(f: Callable, params: Any, x: Any) -> dict[str, dict[str, np.ndarray]]:
     """The two factors of every dense parameter leaf: ``a^{l-1}(x)`` and ``B^l(x) = dz/dh^l``.
 
@@ -789,14 +803,7 @@ def layer_factors(f: Callable, params: Any, x: Any) -> dict[str, dict[str, np.nd
         leaves (R = 1 for an MLP; K = fan-in, O = fan-out). Leaves that are not dense maps
         (biases, shared weights) are absent: see ``analyze(...).explain()``.
     """
-    from . import ntk
-
-    call = ntk._Call(f, params, x, None, x_name="x")
-    traced, x, leaves = call.traced, call.x1, call.leaves
-    plan = plan_for(traced, call.paths)
-    acts, derivs, sens = _factors(traced, plan, leaves, x, _DEFAULT_BLOCK_BYTES)
-    _, _, constant_sensitivity = _functions(traced, plan)
-    m = constant_sensitivity(traced.consts, leaves, x[0]) if any(dn.exit_var is not None for dn in plan.dense) else {}
+    plan, acts, derivs, sens, m = _all_factors(f, params, x)
     out = {}
     for k, dn in enumerate(plan.dense):
         if dn.exit_var is not None:
@@ -820,14 +827,7 @@ def forward_backward_kernels(f: Callable, params: Any, x: Any) -> dict[str, tupl
     Returns:
         ``{leaf path: (F (N, N), B (N, N))}``.
     """
-    from . import ntk
-
-    call = ntk._Call(f, params, x, None, x_name="x")
-    traced, x, leaves = call.traced, call.x1, call.leaves
-    plan = plan_for(traced, call.paths)
-    acts, derivs, sens = _factors(traced, plan, leaves, x, _DEFAULT_BLOCK_BYTES)
-    _, _, constant_sensitivity = _functions(traced, plan)
-    m = constant_sensitivity(traced.consts, leaves, x[0]) if any(dn.exit_var is not None for dn in plan.dense) else {}
+    plan, acts, derivs, sens, m = _all_factors(f, params, x)
     c = plan.num_outputs
     out = {}
     for k, dn in enumerate(plan.dense):
