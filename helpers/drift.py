@@ -6,14 +6,14 @@ batch, ``J = dz/dtheta`` (O, P), ``Theta = J J^T`` the eNTK, ``r = dL/dz`` the r
 curvature. All kernels here are *flattened* ``(N*C, N*C)`` with row ``n*C + i``, as in
 ``helpers.ntk.flatten``.
 
-Under gradient flow ``theta' = -J^T r`` (seed 000 §3)
+Under gradient flow ``theta' = -J^T r`` (seed 000 §3)::
 
     J'_ai      = -sum_{j,b} T_aij J_bj r_b,
     Xi_abc     = sum_{ij} T_aij J_bj J_ci                          (symmetric in b, c),
     Theta'_ac  = -sum_b r_b (Xi_abc + Xi_cab),
 
 and first-order perturbation theory of ``Theta = sum_mu lambda_mu u_mu u_mu^T`` under
-``V = Theta'`` gives
+``V = Theta'`` gives::
 
     lambda'_mu = u_mu^T V u_mu,      u'_mu = sum_{nu != mu} (u_nu^T V u_mu) / (lambda_mu - lambda_nu) u_nu.
 
@@ -22,7 +22,9 @@ forward-over-reverse product, the jvp of the Jacobian along the direction ``-J^T
 
 Public functions
 ----------------
-Kernels and their motion
+
+Kernels and their motion::
+
     ``flat_kernel``               Theta on a batch, ``(N*C, N*C)``.
     ``one_hidden_layer_kernel``   Theta of a one-hidden-layer ``helpers.models`` MLP in closed
                                   form (jittable, differentiable, vmappable over seeds).
@@ -31,7 +33,9 @@ Kernels and their motion
     ``kernel_derivative``         d/de kernel_fn(theta + e d) along any update d (Adam, SGD, ...).
     ``map_curvature_contraction`` Xi ``(O, O, O)`` for small O.
     ``velocity_from_contraction`` Theta' from Xi and r (the seed's formula, literally).
-Spectral motion
+
+Spectral motion::
+
     ``spectra``                   descending eigenpairs of one kernel or a stack of them.
     ``perturbation_rates``        lambda' and u' from (Theta, V).
     ``subspace_rotation_rate``    speed at which the top-k eigenspace leaves itself.
@@ -46,14 +50,18 @@ Spectral motion
     ``loglog_slope``              slopes of log(value) against log(width) per seed, with a
                                   Student-t confidence interval over seeds.
     ``confidence_interval``       mean, standard deviation and Student-t interval over seeds.
-Training and recording
+
+Training and recording::
+
     ``train_recording``           a batch of models (seeds) trained at once with optax,
                                   parameters and the next update recorded at given steps.
     ``train_to_loss``             a batch of models trained by gradient descent until each
                                   reaches a fraction of its initial loss.
     ``kernel_trajectory``         flat kernels at a list of parameter snapshots.
     ``train_with_kernels``        ``helpers.train.train`` plus the kernel at every snapshot.
-Output curvature
+
+Output curvature::
+
     ``softmax_output_hessian``    H_z = diag(p) - p p^T per example, block diagonal.
     ``residual_dynamics``         r(t) = exp(-lr H_z Theta t) r0 (or its discrete-step version).
 """
