@@ -31,7 +31,7 @@ JOBS ?= 2
 XLA_ONE_THREAD := --xla_cpu_multi_thread_eigen=false
 PORT ?= 8888
 
-.PHONY: all book test setup notebooks unit pairs nbval html lock benchmarks clean variants chapter lab pages
+.PHONY: all book test setup notebooks unit pairs nbval html lock benchmarks bench bench-peers clean variants chapter lab pages
 .PHONY: chromium browser
 
 all: book
@@ -136,6 +136,26 @@ pages: $(STAMP)
 
 benchmarks: $(STAMP)
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+
+# The eNTK benchmark suite (benchmarks/bench_entk.py; about 20 min here): every implementation
+# checked against an independent reference, then timed in its own process; writes
+# benchmarks/results/results.{json,md} and bench.png (the book's Performance page shows them).
+# BENCH_FLAGS=--quick: small sizes, results in _build/bench-quick. neural-tangents runs when
+# `make bench-peers` has built its environment.
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_entk.py $(BENCH_FLAGS)
+
+# neural-tangents' own environment for the suite, never the book's .venv: it needs JAX 0.4.25 and
+# numpy < 2, and pulls TensorFlow through tf2jax (a few minutes). The suite runs it as a separate
+# process on the same saved parameters and inputs.
+PEERS := .venv-peers
+bench-peers: $(PEERS)/.installed-stamp
+
+$(PEERS)/.installed-stamp:
+	$(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/python -m pip install --quiet neural-tangents==0.6.5 "jax[cpu]==0.4.25" "numpy<2"
+	$(PEERS)/bin/python -c "import neural_tangents"
+	touch $@
 
 # Regenerate the exact pins from requirements.in (needs the registry).
 lock:
