@@ -258,3 +258,22 @@ def rng_key(key: Any, name: str = "key") -> Any:
     if hasattr(arr, "dtype") and np.dtype(arr.dtype) == np.uint32 and tuple(np.shape(arr)) == (2,):
         return key
     raise TypeError(f"{name} must be a JAX PRNG key (jax.random.key(seed) or jax.random.PRNGKey(seed)); got {describe(key)}")
+
+
+def batch(x: Any, name: str, tail: tuple, what: str) -> Any:
+    """A batch of examples ``(N, *tail)`` with N >= 1, real and finite; ``what`` names the shape
+    in the message (e.g. ``"(N, 2p) = (N, 58)"``). Lists are converted; traced arrays (inside
+    jit/vmap) are shape-checked only, concrete ones also for dtype and finiteness."""
+    if isinstance(x, (list, tuple)) or not hasattr(x, "shape"):
+        x = array(x, name, ndim=1 + len(tail))
+    if tuple(x.shape[1:]) != tuple(tail) or len(x.shape) != 1 + len(tail):
+        raise ValueError(f"{name} must be {what}; got shape {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} must hold at least one input; got shape {tuple(x.shape)}")
+    if not isinstance(x, jax.core.Tracer):
+        arr = np.asarray(x)
+        if arr.dtype.kind not in "fiub":
+            raise TypeError(f"{name} must be a real array; got dtype {arr.dtype}")
+        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+            raise ValueError(f"{name} must be finite; got NaN or inf in shape {arr.shape}")
+    return x

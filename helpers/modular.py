@@ -101,19 +101,7 @@ def _check_params(params, name: str = "params") -> tuple:
 
 def _check_inputs(x, name: str, features: int):
     """``x`` is ``(N, features)`` with N >= 1; lists are converted; traced arrays are shape-checked."""
-    if isinstance(x, (list, tuple)) or not hasattr(x, "shape"):
-        x = _checks.array(x, name, ndim=2)
-    if len(x.shape) != 2 or x.shape[1] != features:
-        raise ValueError(f"{name} must be (N, {features}) = (N, 2p); got shape {tuple(x.shape)}")
-    if x.shape[0] == 0:
-        raise ValueError(f"{name} must hold at least one input; got shape {tuple(x.shape)}")
-    if not _is_traced(x):
-        arr = np.asarray(x)
-        if arr.dtype.kind not in "fiub":
-            raise TypeError(f"{name} must be a real array; got dtype {arr.dtype}")
-        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-            raise ValueError(f"{name} must be finite; got NaN or inf in shape {arr.shape}")
-    return x
+    return _checks.batch(x, name, (features,), f"(N, {features}) = (N, 2p)")
 
 
 def _check_modulus(p, name: str = "p") -> int:

@@ -149,19 +149,7 @@ def _check_params(params, name: str = "params") -> tuple[int, int, int, int, int
 
 def _check_inputs(x, p: int, name: str = "x"):
     """``x`` is ``(N, 3, p + 1)`` real with N >= 1; traced arrays are shape-checked only."""
-    if isinstance(x, (list, tuple)) or not hasattr(x, "shape"):
-        x = _checks.array(x, name, ndim=3)
-    if len(x.shape) != 3 or tuple(x.shape[1:]) != (3, p + 1):
-        raise ValueError(f"{name} must be (N, 3, p + 1) = (N, 3, {p + 1}) one-hot tokens 'a b ='; got shape {tuple(x.shape)}")
-    if x.shape[0] == 0:
-        raise ValueError(f"{name} must hold at least one input; got shape {tuple(x.shape)}")
-    if not _is_traced(x):
-        arr = np.asarray(x)
-        if arr.dtype.kind not in "fiub":
-            raise TypeError(f"{name} must be a real array; got dtype {arr.dtype}")
-        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-            raise ValueError(f"{name} must be finite; got NaN or inf in shape {arr.shape}")
-    return x
+    return _checks.batch(x, name, (3, p + 1), f"(N, 3, p + 1) = (N, 3, {p + 1}) one-hot tokens 'a b ='")
 
 
 def _check_tokens(tok, p: int, name: str = "tokens"):
@@ -638,6 +626,16 @@ def symmetric_family(p: int, kind: str = "sym", *, perm=None) -> np.ndarray:
     return feats / np.linalg.norm(feats, axis=-1, keepdims=True)
 
 
+def _check_basis(basis, p, perm):
+    """``p`` an integer >= 3, ``basis`` a float ``(p**2, r)`` array, ``perm`` None or a permutation of Z_p."""
+    p = _checks.integer(p, "p", low=3)
+    basis = _checks.array(basis, "basis", ndim=2, kind="float")
+    if basis.shape[0] != p * p:
+        raise ValueError(f"basis must have p**2 = {p * p} rows (one per input); got shape {basis.shape}")
+    perm = _check_perm(perm, p)
+    return p, basis, perm
+
+
 def frequency_content(basis, p: int, *, perm=None) -> np.ndarray:
     """Share of each basis vector at each frequency of the ``p x p`` torus.
 
@@ -652,11 +650,7 @@ def frequency_content(basis, p: int, *, perm=None) -> np.ndarray:
     Returns:
         ``(r, p // 2)`` shares in ``[0, 1]``.
     """
-    p = _checks.integer(p, "p", low=3)
-    basis = _checks.array(basis, "basis", ndim=2, kind="float")
-    if basis.shape[0] != p * p:
-        raise ValueError(f"basis must have p**2 = {p * p} rows (one per input); got shape {basis.shape}")
-    perm = _check_perm(perm, p)
+    p, basis, perm = _check_basis(basis, p, perm)
     relabel = None if perm is None else (perm, perm)
     from . import fourier as _fourier
 
@@ -678,11 +672,7 @@ def frequency_rotation(basis, p: int, *, perm=None) -> tuple[np.ndarray, np.ndar
     Returns:
         ``(rotated (p**2, r), content (r, p // 2), score)``.
     """
-    p = _checks.integer(p, "p", low=3)
-    basis = _checks.array(basis, "basis", ndim=2, kind="float")
-    if basis.shape[0] != p * p:
-        raise ValueError(f"basis must have p**2 = {p * p} rows (one per input); got shape {basis.shape}")
-    perm = _check_perm(perm, p)
+    p, basis, perm = _check_basis(basis, p, perm)
     from . import fourier as _fourier
 
     relabel = None if perm is None else (perm, perm)
