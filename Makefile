@@ -137,7 +137,7 @@ pages: $(STAMP)
 benchmarks: $(STAMP)
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
 
-# The eNTK benchmark suite (benchmarks/bench_entk.py; about 20 min here): every implementation
+# The eNTK benchmark suite (benchmarks/bench_entk.py; 20-45 min here, with load): every implementation
 # checked against an independent reference, then timed in its own process; writes
 # benchmarks/results/results.{json,md} and bench.png (the book's Performance page shows them).
 # BENCH_FLAGS=--quick: small sizes, results in _build/bench-quick. neural-tangents runs when

@@ -1,6 +1,6 @@
 """The eNTK benchmark suite: every implementation, checked equal, then timed in its own process.
 
-    make bench                      # the whole suite (about 20 min on this 2-core CPU)
+    make bench                      # the whole suite (20-45 min on this shared 2-core CPU)
     make bench BENCH_FLAGS=--quick  # small sizes, a smoke run of a few minutes
     make bench-peers                # build neural-tangents' own environment first (.venv-peers)
 
@@ -176,7 +176,11 @@ def main(argv=None) -> int:
         "scaling": [],
         "scaleout": [],
     }
+    def save_partial():  # after every workload and stage: a stopped suite keeps what it measured
+        (out / "results.partial.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
+
     for w in ws:
+        save_partial()
         t0 = time.monotonic()
         rows, end = run_child([py, "-m", "benchmarks.entk_suite.child", "prepare", "--workload", w.name,
                                "--data", str(data)] + (["--quick"] if args.quick else []), args.timeout, cap, log=log)
@@ -227,6 +231,7 @@ def main(argv=None) -> int:
                 results["scaling"].extend(rows)
                 print(f"  scaling in {curve}, {impl}: " + ", ".join(
                     f"{r['size']}: {r['median']:.3g} s" if r.get("status") == "ok" else f"{r['size']}: {r['status']}" for r in rows), flush=True)
+    save_partial()
     if not args.no_scaleout and not args.only:
         big = ["--p", "13", "--width", "128", "--k", "20"] if args.quick else ["--p", "48", "--width", "512", "--k", "50"]
         for method, devices in [("lanczos", 1), ("sketch", 1), ("lanczos", 4)]:
@@ -243,6 +248,7 @@ def main(argv=None) -> int:
     results["suite_seconds"] = round(time.monotonic() - t_suite, 1)
     results["book"] = report.book_times(ROOT / "book" / "generated" / "variants.json")
     (out / "results.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
+    (out / "results.partial.json").unlink(missing_ok=True)
     report.write(results, out)
     print(f"results: {out / 'results.md'}, {out / 'results.json'}, {out / 'bench.png'} "
           f"({results['suite_seconds'] / 60:.1f} min, load {load_before[0]} -> {results['load_after'][0]})")

@@ -67,7 +67,14 @@ def run_line(res: dict) -> str:
                 f"peak {res['peak_rss']:.0f} MB, error {res['error']:.1e}")
     if res.get("status") == "mismatch":
         return f"{head} MISMATCH error {res['error']:.2e} > {res['tolerance']:.0e} (not timed)"
-    return f"{head} {res.get('status')}: {res.get('message')}"
+    return f"{head} {res.get('status')}: {_message(res)}"
+
+
+def _message(res: dict) -> str:
+    """The reason a run did not finish, without repeating its status ("stopped: stopped: ...")."""
+    msg = str(res.get("message") or "")
+    prefix = f"{res.get('status')}: "
+    return msg[len(prefix):] if msg.startswith(prefix) else msg
 
 
 def book_times(path: Path):
@@ -213,7 +220,8 @@ def markdown(results: dict) -> str:
             meas = "; ".join(
                 f"{r['workload']}: " + (f"{r['ratio']:.2f}x" if r["ratio"] is not None else "-") + f" (vs `{r['against']}`)"
                 for r in g["rows"]) or "not run"
-        L.append(f"| {g['goal']} | {meas} | {'yes' if g['met'] else '**no**'} |")
+        unmeasured = g["goal"].startswith("whole book") and g.get("seconds") is None
+        L.append(f"| {g['goal']} | {meas} | {'not measured' if unmeasured else 'yes' if g['met'] else '**no**'} |")
     L.append("")
     L.append("Ratios: neural-tangents' or naive time / ours (higher is better), structured time / closed-form "
              "time (lower is better).")
@@ -250,7 +258,7 @@ def markdown(results: dict) -> str:
                 msg = f"output differs from the reference: error {r['error']:.1e} > {r['tolerance']:.0e}; not timed"
                 cells = [msg] + ["-"] * (7 if spectrum else 5)
             else:
-                msg = (r.get("message") or r.get("status") or "").replace("|", "/").replace("\n", " ")[:160]
+                msg = _message(r).replace("|", "/").replace("\n", " ")[:160]
                 cells = [f"{r.get('status')}: {msg}"] + ["-"] * (7 if spectrum else 5)
             L.append(f"| {name} | " + " | ".join(cells) + " |")
     sl = slopes(results)
@@ -331,8 +339,10 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig = plt.figure(figsize=(12, 8.5))
-    gs = fig.add_gridspec(2, 3, height_ratios=[1.25, 1])
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    fig = plt.figure(figsize=(12, 11))
+    gs = fig.add_gridspec(2, 3, height_ratios=[1.2, 1], hspace=0.55)
     ax = fig.add_subplot(gs[0, :])
     names = [w["name"] for w in results["workloads"]]
     seen = set()
@@ -352,7 +362,7 @@ def plot(results: dict, path: Path) -> None:
     ax.invert_yaxis()
     ax.set_xlabel("median time per call [s] (bars: min-max)")
     ax.grid(True, axis="x", which="both", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.12))
     ax.set_title(f"eNTK implementations on a shared {results['machine']['cores']}-core CPU "
                  f"(load {results['load_before'][0]}), float32")
     sl = slopes(results)
@@ -368,12 +378,14 @@ def plot(results: dict, path: Path) -> None:
             slope = "" if s["slope"] is None else f" ({s['slope']:.2f})"
             a.loglog(s["sizes"], s["medians"], marker=mk, color=col, mfc="none" if s["impl"].startswith("nt:") else col,
                      label=lab.replace("naive (whole Jacobian", "naive").replace(" one GEMM)", "") + slope)
+        a.set_xscale("log", base=2)
+        a.xaxis.set_major_formatter(ScalarFormatter())
+        a.xaxis.set_minor_formatter(NullFormatter())
         a.set_xlabel({"N": "examples N", "width": "width w", "depth": "hidden layers L"}[curve])
         a.set_ylabel("median time [s]" if i == 0 else "")
         a.grid(True, which="both", alpha=0.3)
-        a.legend(fontsize=6.5, title="slope of the last 3 points", title_fontsize=6.5)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+        a.legend(fontsize=6, title="slope of the last 3 points", title_fontsize=6, loc="upper left")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
