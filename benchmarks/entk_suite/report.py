@@ -205,6 +205,11 @@ def markdown(results: dict) -> str:
              "an independent float64 reference before it was timed (error = max |K - K_ref| / max |K_ref|; for "
              "spectra, the largest eigenvalue error relative to lambda_1, and the residual "
              "max ||K u - lambda u|| / lambda_1 under an independent operator).")
+    for extra in results.get("separate_runs", []):
+        L.append("")
+        L.append(f"Run separately (`--only`) at {extra['started']} and merged into this table: "
+                 f"{', '.join(extra['workloads'])} (load average {extra['load_before'][0]} before, "
+                 f"{extra['load_after'][0]} after).")
     L.append("")
     L.append("### Goals")
     L.append("")
