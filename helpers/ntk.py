@@ -77,8 +77,13 @@ __all__ = [
     "check_finite",
 ]
 
-# Default memory budget for one block of per-example Jacobians or factors (bytes).
-_DEFAULT_BLOCK_BYTES = 256 * 2**20
+# Default memory budget for one block of per-example Jacobians or factors (bytes). 1 GiB: up to
+# there the whole call is one fused program (one vmapped jacrev, one matrix product), which is
+# what makes the generic path at least as fast as the naive contraction; with 256 MiB the
+# modular class-mean kernel (p = 23, n = 256, an 860 MB Jacobian) took four passes and was
+# about 1.4x slower than the naive contraction (benchmarks/generic_block_budget.py). Peak
+# memory is about twice the block; pass a smaller block_bytes on a small machine.
+_DEFAULT_BLOCK_BYTES = 2**30
 
 _METHODS = ("auto", "structured", "generic")
 
