@@ -203,7 +203,7 @@ def init_params(key, p: int, *, d_model: int, n_heads: int, d_head: int, d_mlp: 
     ``N(0, 1/(n_heads d_head))`` and ``W_out`` ``N(0, 1/d_mlp)``.
 
     Returns:
-        dict of arrays: ``embed`` ``(p+1, d)``, ``pos`` ``(3, d)``, ``W_Q``, ``W_K``, ``W_V``
+        The parameter dict, with ``embed`` ``(p+1, d)``, ``pos`` ``(3, d)``, ``W_Q``, ``W_K``, ``W_V``
         ``(H, d, d_head)``, ``W_O`` ``(H, d_head, d)``, ``W_in`` ``(d, d_mlp)``, ``W_out``
         ``(d_mlp, d)``, ``unembed`` ``(d, p)``.
     """
