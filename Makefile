@@ -83,7 +83,7 @@ nbval: $(STAMP)
 # Each stage prints its wall time. Unit tests run in JOBS xdist workers; nbval runs JOBS chapters
 # at a time (one per worker), the longest (by the last recorded `make variants`) first.
 test: setup chromium
-	@TIMEFORMAT="make test: unit tests %0R s"; time $(BIN)/python -m pytest -q -n $(JOBS) tests
+	@TIMEFORMAT="make test: unit tests %0R s"; time $(BIN)/python -m pytest -q -n $(JOBS) --durations=15 tests
 	@TIMEFORMAT="make test: nbval on every chapter %0R s"; time \
 	  XLA_FLAGS="$(strip $(XLA_FLAGS) $(if $(filter-out 1,$(JOBS)),$(XLA_ONE_THREAD)))" \
 	  $(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile --no-loadscope-reorder \
