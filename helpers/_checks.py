@@ -277,3 +277,13 @@ def batch(x: Any, name: str, tail: tuple, what: str) -> Any:
         if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
             raise ValueError(f"{name} must be finite; got NaN or inf in shape {arr.shape}")
     return x
+
+
+def snapshot_index(snapshot_epochs: np.ndarray, n_runs: int, run: Any, epoch: Any) -> tuple[int, int]:
+    """``(run, position of epoch in snapshot_epochs)`` for a multi-seed record's ``snapshot``."""
+    run = integer(run, "run", low=0, high=n_runs - 1)
+    epoch = integer(epoch, "epoch", low=0)
+    hit = np.flatnonzero(snapshot_epochs == epoch)
+    if hit.size == 0:
+        raise ValueError(f"epoch must be one of the snapshot epochs {snapshot_epochs.tolist()}; got {epoch}")
+    return run, int(hit[0])

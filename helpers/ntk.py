@@ -260,6 +260,15 @@ def _forward_flops(traced: _tracing.TracedModel) -> float:
     return _tracing.cached(("flops", traced.key), build)
 
 
+def _substituted(single, consts, leaves, leaf_idx, sub, xi):
+    """The model on one example with the leaves ``leaf_idx`` replaced by ``sub`` (the variables
+    the Jacobian is taken with respect to); every other leaf is held fixed."""
+    full = list(leaves)
+    for i, s in zip(leaf_idx, sub):
+        full[i] = s
+    return single(consts, full, xi)
+
+
 def _grad_fn(traced: _tracing.TracedModel, leaf_idx: tuple, mesh=None):
     """jitted ``(consts, leaves, x (n, ...), cls (k,)) -> [(n, k, P_l) per leaf in leaf_idx]``:
     the rows ``cls`` of each example's Jacobian with respect to the chosen leaves."""
@@ -272,13 +281,7 @@ def _grad_fn(traced: _tracing.TracedModel, leaf_idx: tuple, mesh=None):
             sub = [leaves[i] for i in leaf_idx]
 
             def one(xi):
-                def g(sub):
-                    full = list(leaves)
-                    for i, s in zip(leaf_idx, sub):
-                        full[i] = s
-                    return single(consts, full, xi)
-
-                out, pull = jax.vjp(g, sub)
+                out, pull = jax.vjp(lambda s: _substituted(single, consts, leaves, leaf_idx, s, xi), sub)
                 basis = jax.nn.one_hot(cls, c, dtype=out.dtype)
                 (grads,) = jax.vmap(pull)(basis)
                 return [gr.reshape(cls.shape[0], -1) for gr in grads]
@@ -304,10 +307,7 @@ def _vp_fn(traced: _tracing.TracedModel, leaf_idx: tuple):
             sub = [leaves[i] for i in leaf_idx]
 
             def g(sub, xi):
-                full = list(leaves)
-                for i, s in zip(leaf_idx, sub):
-                    full[i] = s
-                return single(consts, full, xi)
+                return _substituted(single, consts, leaves, leaf_idx, sub, xi)
 
             def tangent(xm, j):
                 out, pull = jax.vjp(lambda s: g(s, xm), sub)
@@ -484,13 +484,7 @@ def _contract_fn(traced: _tracing.TracedModel, leaf_idx: tuple, collapse, same: 
 
     def jac(consts, leaves, x):
         def one(xi):
-            def g(sub):
-                full = list(leaves)
-                for i, s in zip(leaf_idx, sub):
-                    full[i] = s
-                return single(consts, full, xi)
-
-            return jax.jacrev(g)([leaves[i] for i in leaf_idx])
+            return jax.jacrev(lambda s: _substituted(single, consts, leaves, leaf_idx, s, xi))([leaves[i] for i in leaf_idx])
 
         return [j.reshape(j.shape[0], c, -1) for j in jax.vmap(one)(x)]
 

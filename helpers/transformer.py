@@ -308,12 +308,8 @@ class Runs:
 
     def snapshot(self, run: int, epoch: int) -> dict:
         """The parameters of run ``run`` (an index into ``seeds``) at a snapshot ``epoch``."""
-        run = _checks.integer(run, "run", low=0, high=len(self.seeds) - 1)
-        epoch = _checks.integer(epoch, "epoch", low=0)
-        hit = np.flatnonzero(self.snapshot_epochs == epoch)
-        if hit.size == 0:
-            raise ValueError(f"epoch must be one of the snapshot epochs {self.snapshot_epochs.tolist()}; got {epoch}")
-        return {k: jnp.asarray(v[run, hit[0]]) for k, v in self.params.items()}
+        run, pos = _checks.snapshot_index(self.snapshot_epochs, len(self.seeds), run, epoch)
+        return {k: jnp.asarray(v[run, pos]) for k, v in self.params.items()}
 
 
 def split(p: int, train_fraction: float, seed: int) -> np.ndarray:
