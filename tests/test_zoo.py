@@ -9,6 +9,7 @@ small that the generic path must split classes and parameters into blocks. Model
 examples must be refused by the per-example kernels and handled exactly by the operator.
 """
 
+import functools
 import os
 
 import jax
@@ -62,13 +63,22 @@ def _leaf_labels(params):
 CASES = [(name, seed) for name in zoo.ZOO for seed in SEEDS] if SEEDS else [(name, k) for k, name in enumerate(zoo.ZOO)]
 
 
-@pytest.fixture(params=CASES, ids=lambda v: f"{v[0]}-{v[1]}")
-def model(request):
-    name, seed = request.param
+@functools.lru_cache(maxsize=None)
+def _case(name, seed):
+    """One model and its two reference kernels per (model, seed) and test process: the ten tests
+    of a model share them (the reference costs about as much as the path under test). No test
+    mutates them: jax arrays are immutable and the reference arrays are made read-only."""
     f, params, x1, x2 = zoo.ZOO[name](seed)
     leaves = reference_leaves(f, params, x1, x2)
     same = reference_leaves(f, params, x1, x1)
+    for ref in (*leaves.values(), *same.values()):
+        ref.flags.writeable = False
     return f, params, x1, x2, leaves, same
+
+
+@pytest.fixture(params=CASES, ids=lambda v: f"{v[0]}-{v[1]}")
+def model(request):
+    return _case(*request.param)
 
 
 @pytest.mark.parametrize("method", METHODS)
