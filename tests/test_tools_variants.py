@@ -1,6 +1,7 @@
 """``make variants`` (tools/variants.py): validation of the variants files, and the runner on a
 tiny fake chapter (tests/fixtures/01_tiny.md) with a passing variant, a failing variant and a
-second chapter whose variants file names a parameter that does not exist.
+second chapter whose variants file names a parameter that does not exist; the chains of
+``make test`` (nbval first, then the variants, sharing compiled programs) on two tiny JAX chapters.
 
 The declared variants of the real chapters are validated here too (no execution: the runs are
 the ``make variants`` stage of ``make test``), so a typo in a variants file fails in seconds.
@@ -215,6 +216,89 @@ def test_runner_on_a_tiny_chapter(tiny, tmp_path):
 
     nb = nbformat.read(fail["notebook"], as_version=4)
     assert [o["ename"] for c in nb.cells if c.cell_type == "code" for o in c.outputs if o["output_type"] == "error"] == ["AssertionError"]
+
+
+JAX_CHAPTER = """\
+---
+jupytext:
+  text_representation: {extension: .md, format_name: myst, format_version: 0.13}
+kernelspec: {display_name: Python 3, language: python, name: python3}
+---
+
+# A tiny chapter that compiles one JAX program
+
+```{code-cell} ipython3
+:tags: [parameters]
+
+expect_cached = False    # whether compiled programs of an earlier run must be there already
+```
+
+```{code-cell} ipython3
+import os
+from pathlib import Path
+
+cache = os.environ.get("JAX_COMPILATION_CACHE_DIR")
+found = sorted(os.listdir(cache)) if cache and os.path.isdir(cache) else []
+assert bool(found) == expect_cached, f"{len(found)} compiled program(s) there before compiling; expected some: {expect_cached}"
+assert cache is None or Path(cache).name == "STEM", cache
+import jax
+import jax.numpy as jnp
+
+print(int(jax.jit(lambda x: (x * x).sum())(jnp.arange(4))))
+```
+"""
+
+
+def _jax_chapter(folder: Path, stem: str, stored_output: str) -> None:
+    """``stem``.md, its variants file, and its stored .ipynb with ``stored_output`` as the print."""
+    import jupytext
+    import nbformat
+
+    md = folder / f"{stem}.md"
+    md.write_text(JAX_CHAPTER.replace("STEM", stem))
+    nb = jupytext.read(md)
+    nb.cells[-1].outputs = [nbformat.v4.new_output("stream", name="stdout", text=stored_output)]
+    nb.cells[-1].execution_count = 1
+    nbformat.write(nb, folder / f"{stem}.ipynb")
+    _write(folder, f"{stem}.variants.yml", """\
+        regime: r.
+        variants:
+          - {name: again, why: compiled programs of the nbval run are found, parameters: {expect_cached: true}}
+          - {name: again2, why: and of both earlier runs, parameters: {expect_cached: true}}
+        """)
+
+
+def test_chains_run_nbval_first_and_share_a_chapters_compiled_programs(tmp_path):
+    """`make test`'s chapter stage (--nbval): per chapter, nbval on the stored notebook, then the
+    variants, one after the other; a variant finds the programs the earlier runs compiled (the
+    chapter's own cache folder), and a stored output that differs fails nbval, named by cell."""
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    _jax_chapter(folder, "01_jaxtiny", "14\n")
+    _jax_chapter(folder, "02_jaxtiny", "15\n")  # stale stored output: nbval must fail on it
+    out = tmp_path / "out"
+    res = subprocess.run(
+        [sys.executable, "-m", "tools.variants", "--notebooks", str(folder), "--out", str(out), "--nbval", "--jobs", "2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    report = json.loads((out / "results.json").read_text())
+    rows = {(r["chapter"], r["variant"]): r for r in report["runs"]}
+    assert [k for k in rows if k[0] == "01_jaxtiny"] == [("01_jaxtiny", "nbval"), ("01_jaxtiny", "again"), ("01_jaxtiny", "again2")]
+    assert all(rows["01_jaxtiny", v]["status"] == "pass" for v in ("nbval", "again", "again2")), res.stdout
+    stale = rows["02_jaxtiny", "nbval"]
+    assert stale["status"] == "fail" and "Cell 1" in stale["message"], stale
+    assert Path(ROOT / stale["notebook"]).read_text().count("15") >= 1, "nbval's log is kept"
+    assert rows["02_jaxtiny", "again"]["status"] == "pass"  # the variants still run after a failed nbval
+    assert res.returncode == 1 and report["shared_compilation"] is True
+    # without the shared cache the variants compile everything, and their assertion says so
+    cold = subprocess.run(
+        [sys.executable, "-m", "tools.variants", "--notebooks", str(folder), "--out", str(out), "--only", "01",
+         "--cold", "--jobs", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    rows = {r["variant"]: r for r in json.loads((out / "results.json").read_text())["runs"]}
+    assert cold.returncode == 1 and rows["again"]["status"] == "fail"
+    assert rows["again"]["message"].startswith("AssertionError: 0 compiled program(s) there before compiling"), rows
 
 
 # --------------------------------------------------------------------------- the book's tables

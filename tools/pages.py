@@ -127,7 +127,7 @@ def _per_chapter(record: dict) -> dict[str, dict]:
             continue
         d = by.setdefault(r["chapter"], {"variants": []})
         pair = (r["seconds"], r.get("cpu_seconds"))
-        if r["variant"] == "default":
+        if r["variant"] in ("default", "nbval"):
             d["default"] = pair
         else:
             d["variants"].append(pair)
@@ -167,7 +167,15 @@ def times_md(sources: list[Path], record: dict) -> str:
         f"{record.get('load_after', ['?'])[0]} after). *Wall* is the time from start to end of a run, "
         "kernel start and compilation included, and grows with whatever else the machine is doing; "
         "*CPU* is the processor time the run used (kernel and runner), close to its wall time on an "
-        "idle core.\n\n",
+        "idle core."
+        + (
+            " A chapter's runs went one after the other, its own values first, sharing the programs JAX "
+            "compiled for it (a per-chapter persistent compilation cache): the own-values time includes "
+            "compiling everything, a variant's only what its sizes change."
+            if record.get("shared_compilation")
+            else ""
+        )
+        + "\n\n",
         "| chapter | own values: wall (s) | CPU (s) | declared variants: wall (s) | CPU (s) |\n"
         "|---|---:|---:|---:|---:|\n",
     ]

@@ -7,15 +7,19 @@ chapter's regime and at least two variants (format in CONTRIBUTING.md). This too
    value of the wrong kind, a value that would not reach a parameter computed from it inside the
    cell, a missing ``why``: each is an error naming the file, the variant and the key);
 2. executes each (chapter, variant) with papermill from the ``.md`` source into a temporary
-   folder (stored outputs untouched), ``--jobs`` at a time, longest first (by the last recorded
-   times), each kernel with one BLAS thread and, when two run side by side, one XLA thread;
+   folder (stored outputs untouched), each kernel with one BLAS thread and, when two run side by
+   side, one XLA thread. A chapter's runs form a chain (with ``--nbval`` first the nbval check of
+   its stored notebook, with ``--with-default`` first its own values, then its variants): chains
+   run ``--jobs`` at a time, longest first (by the last recorded times), and the runs of a chain
+   one after the other, sharing a JAX compilation cache (``--cold``: not shared), so a variant
+   loads the programs its chapter's earlier runs compiled;
 3. prints the table chapter x variant -> pass/fail, time, and the first line of the failing
    assertion, writes it as ``_build/variants/results.{json,md}`` (with ``--record`` also as the
    committed copy ``book/generated/variants.{json,md}`` that the book page shows), keeps the
-   executed notebook of every failure in ``_build/variants/failed/``;
+   executed notebook (or nbval's log) of every failure in ``_build/variants/failed/``;
 4. exits 1 on any failure or invalid file, 0 otherwise.
 
-    python -m tools.variants                 # what `make test` runs
+    python -m tools.variants --nbval         # what `make test` runs: nbval, then the variants
     python -m tools.variants --with-default --record   # `make variants`: also the chapters' own
                                              # values (their run time for the book) and record
     python -m tools.variants --check         # only validate the variants files (no execution)
@@ -57,6 +61,7 @@ class Job:
     message: str = ""
     cell: int | None = None
     notebook: str = ""
+    kind: str = "papermill"  # or "nbval": the stored notebook checked against a re-execution
 
 
 @dataclass
@@ -66,8 +71,12 @@ class Plan:
     regimes: dict = field(default_factory=dict)
 
 
-def plan(sources: list[Path], with_default: bool, min_variants: int = 2) -> Plan:
-    """The jobs to run, and a failing row for every chapter with a missing or invalid file."""
+def plan(sources: list[Path], with_default: bool, min_variants: int = 2, nbval: bool = False) -> Plan:
+    """The jobs to run, and a failing row for every chapter with a missing or invalid file.
+
+    With ``nbval``, each chapter's first job checks its stored notebook with nbval (its own
+    values, outputs compared); with ``with_default``, it executes the chapter with its own values.
+    """
     out = Plan()
     for md in sources:
         path = chapters.variants_path(md)
@@ -82,6 +91,9 @@ def plan(sources: list[Path], with_default: bool, min_variants: int = 2) -> Plan
             out.invalid.append(Job(md.stem, "(variants file)", {}, status="invalid", message=str(err), md=str(md)))
             continue
         out.regimes[md.stem] = spec.regime
+        if nbval:
+            out.jobs.append(Job(md.stem, "nbval", {}, "the stored outputs against a re-execution with the chapter's own values",
+                                str(md), kind="nbval"))
         if with_default:
             out.jobs.append(Job(md.stem, "default", {}, "the chapter's own parameter values", str(md)))
         for v in spec.variants:
@@ -99,53 +111,134 @@ def _expected_times(jobs: list[Job], record: Path) -> None:
     for (ch, _), s in seconds.items():
         by_chapter[ch] = max(by_chapter.get(ch, 0.0), s)
     for job in jobs:
-        job.expected = seconds.get((job.chapter, job.variant), by_chapter.get(job.chapter, 60.0))
+        variant = "default" if job.kind == "nbval" else job.variant
+        job.expected = seconds.get((job.chapter, variant), by_chapter.get(job.chapter, 60.0))
 
 
-def run(jobs: list[Job], n_jobs: int, workdir: Path, failed_dir: Path, cell_timeout: int, echo) -> None:
-    """Execute ``jobs`` ``n_jobs`` at a time (longest expected first), filling in their results."""
-    env = chapters.kernel_env(jobs=n_jobs, progress="0")
-    env["PYTHONPATH"] = str(chapters.ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    queue = sorted(jobs, key=lambda j: -j.expected)
-    running: list[tuple[Job, subprocess.Popen, Path, float]] = []
-    while queue or running:
-        while queue and len(running) < n_jobs:
-            job = queue.pop(0)
-            folder = workdir / job.chapter / job.variant
-            result = folder / "result.json"
-            cmd = [
-                sys.executable, "-m", "tools.run_chapter", job.md, "--quiet", "--no-html",
-                "--out", str(folder), "--result-json", str(result),
-                "--parameters-json", json.dumps(chapters.as_papermill(job.parameters)),
-                "--cell-timeout", str(cell_timeout),
-            ]
-            log = open(workdir / f"{job.chapter}__{job.variant}.log", "w")
-            proc = subprocess.Popen(cmd, cwd=chapters.ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-            log.close()
-            running.append((job, proc, result, time.monotonic()))
+# JAX's persistent compilation cache, per chapter: every compiled program (any size, any compile
+# time) is written to disk, and a later run of the same chapter loads it instead of compiling it
+# again. A seed variant has the shapes of the chapter's own run, so it compiles almost nothing;
+# compilation is a third to two thirds of a chapter's run time on this CPU. A loaded program is
+# the same executable, so results are bit-identical.
+CACHE_ENV = {
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1",
+}
+
+
+def chains(jobs: list[Job]) -> list[list[Job]]:
+    """The jobs grouped by chapter, in the given order within a chapter, longest chain first."""
+    by_chapter: dict[str, list[Job]] = {}
+    for job in jobs:
+        by_chapter.setdefault(job.chapter, []).append(job)
+    return sorted(by_chapter.values(), key=lambda c: -sum(j.expected for j in c))
+
+
+def _command(job: Job, folder: Path, cell_timeout: int) -> list[str]:
+    if job.kind == "nbval":
+        # the stored notebook against its own re-execution, as `make nbval` does for one chapter
+        return [
+            sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval", "--nbval-current-env",
+            f"--nbval-cell-timeout={cell_timeout}", str(Path(job.md).with_suffix(".ipynb")),
+        ]
+    return [
+        sys.executable, "-m", "tools.run_chapter", job.md, "--quiet", "--no-html",
+        "--out", str(folder), "--result-json", str(folder / "result.json"),
+        "--parameters-json", json.dumps(chapters.as_papermill(job.parameters)),
+        "--cell-timeout", str(cell_timeout),
+    ]
+
+
+def _nbval_failure(log_text: str) -> str:
+    """The first line that names the failing cell in pytest's output, with the reason."""
+    lines = log_text.strip().splitlines()
+    for line in lines:
+        if line.startswith(("FAILED ", "ERROR ")):
+            return line
+    return lines[-1] if lines else "pytest produced no output"
+
+
+def run(
+    jobs: list[Job], n_jobs: int, workdir: Path, failed_dir: Path, cell_timeout: int, echo, share_compiled: bool = True
+) -> None:
+    """Execute ``jobs``, filling in their results: one chain per chapter (its own-values run or
+    nbval first, then its variants), ``n_jobs`` chains at a time, longest first.
+
+    The runs of a chain are sequential and, with ``share_compiled``, share a JAX persistent
+    compilation cache in ``workdir/jax-cache/<chapter>``: a variant loads the programs the
+    chapter's earlier runs compiled. No two processes ever use one cache folder at the same time
+    (JAX writes its entries without a lock, so a concurrent reader could see half a file).
+    """
+    base = chapters.kernel_env(jobs=n_jobs, progress="0")
+    base["PYTHONPATH"] = str(chapters.ROOT) + os.pathsep + base.get("PYTHONPATH", "")
+    for key in ("JAX_COMPILATION_CACHE_DIR", *CACHE_ENV):
+        base.pop(key, None)
+    waiting = chains(jobs)
+    running: list[tuple[Job, subprocess.Popen, Path, float, list[Job], dict]] = []
+
+    def start(rest: list[Job], env: dict) -> None:
+        if not rest:
+            return
+        job, rest = rest[0], rest[1:]
+        folder = workdir / job.chapter / job.variant
+        folder.mkdir(parents=True, exist_ok=True)
+        log_path = workdir / f"{job.chapter}__{job.variant}.log"
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(
+                _command(job, folder, cell_timeout), cwd=chapters.ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        running.append((job, proc, log_path, time.monotonic(), rest, env))
+
+    while waiting or running:
+        while waiting and len(running) < n_jobs:
+            chain = waiting.pop(0)
+            env = dict(base)
+            if share_compiled:
+                env["JAX_COMPILATION_CACHE_DIR"] = str(workdir / "jax-cache" / chain[0].chapter)
+                env.update(CACHE_ENV)
+            start(chain, env)
         time.sleep(0.2)
         for item in list(running):
-            job, proc, result, t0 = item
-            if proc.poll() is None:
+            job, proc, log_path, t0, rest, env = item
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid == 0:
                 continue
+            proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
             running.remove(item)
             job.seconds = time.monotonic() - t0
-            try:
-                res = json.loads(result.read_text())
-                job.status = "pass" if res["ok"] else "fail"
-                job.message, job.cell = res["message"], res["cell"]
-                job.cpu_seconds = res.get("cpu_seconds")
-            except (OSError, ValueError, KeyError):
-                log = (workdir / f"{job.chapter}__{job.variant}.log").read_text().strip().splitlines()
-                job.status, job.message = "fail", (log[-1] if log else f"runner exited with {proc.returncode}")
-            if job.status == "fail":
-                nb = workdir / job.chapter / job.variant / f"{job.chapter}.ipynb"
-                if nb.exists():
-                    failed_dir.mkdir(parents=True, exist_ok=True)
-                    keep = failed_dir / f"{job.chapter}__{job.variant}.ipynb"
-                    shutil.copyfile(nb, keep)
-                    job.notebook = str(keep.relative_to(chapters.ROOT)) if keep.is_relative_to(chapters.ROOT) else str(keep)
+            # the run's processor time: the runner and its reaped children (the kernel)
+            job.cpu_seconds = usage.ru_utime + usage.ru_stime
+            _collect(job, proc.returncode, log_path, workdir, failed_dir)
             echo(_line(job))
+            start(rest, env)
+
+
+def _collect(job: Job, returncode: int, log_path: Path, workdir: Path, failed_dir: Path) -> None:
+    log_text = log_path.read_text() if log_path.exists() else ""
+    if job.kind == "nbval":
+        job.status = "pass" if returncode == 0 else "fail"
+        if job.status == "fail":
+            job.message = _nbval_failure(log_text)
+            failed_dir.mkdir(parents=True, exist_ok=True)
+            keep = failed_dir / f"{job.chapter}__nbval.log"
+            shutil.copyfile(log_path, keep)
+            job.notebook = _rel(keep)
+        return
+    result = workdir / job.chapter / job.variant / "result.json"
+    try:
+        res = json.loads(result.read_text())
+        job.status = "pass" if res["ok"] else "fail"
+        job.message, job.cell = res["message"], res["cell"]
+    except (OSError, ValueError, KeyError):
+        lines = log_text.strip().splitlines()
+        job.status, job.message = "fail", (lines[-1] if lines else f"runner exited with {returncode}")
+    if job.status == "fail":
+        nb = workdir / job.chapter / job.variant / f"{job.chapter}.ipynb"
+        if nb.exists():
+            failed_dir.mkdir(parents=True, exist_ok=True)
+            keep = failed_dir / f"{job.chapter}__{job.variant}.ipynb"
+            shutil.copyfile(nb, keep)
+            job.notebook = _rel(keep)
 
 
 def _first(message: str) -> str:
@@ -209,6 +302,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--notebooks", type=Path, default=chapters.NOTEBOOKS, help="folder of the chapters")
     parser.add_argument("--only", action="append", default=[], help="run only these chapters (06, 06_slug)")
     parser.add_argument("--with-default", action="store_true", help="also run each chapter with its own values")
+    parser.add_argument("--nbval", action="store_true",
+                        help="first check each chapter's stored outputs with nbval (what `make test` runs)")
+    parser.add_argument("--cold", action="store_true",
+                        help="no compilation cache shared by a chapter's runs: every run compiles all it uses")
     parser.add_argument("--record", action="store_true", help="also write book/generated/variants.{json,md}")
     parser.add_argument("--check", action="store_true", help="validate the variants files only")
     parser.add_argument("--out", type=Path, default=BUILD, help="where results.{json,md} go")
@@ -239,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     if not sources:
         print(f"make variants: no chapters {chapters.CHAPTER_GLOB} in {args.notebooks}", file=sys.stderr)
         return 1
-    todo = plan(sources, args.with_default, args.min_variants)
+    todo = plan(sources, args.with_default, args.min_variants, nbval=args.nbval)
     for bad in todo.invalid:
         print(f"INVALID {bad.message}", file=sys.stderr, flush=True)
     if args.check:
@@ -250,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     _expected_times(todo.jobs, args.record_dir / "variants.json")
     load = [round(x, 2) for x in os.getloadavg()]
     print(
-        f"make variants: {len(todo.jobs)} run(s) of {len(sources)} chapter(s), {args.jobs} at a time "
+        f"make variants: {len(todo.jobs)} run(s) of {len(sources)} chapter(s), {args.jobs} chapter(s) at a time, "
+        f"{'each run compiling all it uses' if args.cold else 'runs of a chapter sharing compiled programs'} "
         f"(load average {load[0]})",
         flush=True,
     )
@@ -259,16 +357,18 @@ def main(argv: list[str] | None = None) -> int:
     failed_dir = args.out / "failed"
     shutil.rmtree(failed_dir, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix="entk-variants-") as tmp:
-        run(todo.jobs, args.jobs, Path(tmp), failed_dir, args.cell_timeout, lambda s: print(s, flush=True))
+        run(todo.jobs, args.jobs, Path(tmp), failed_dir, args.cell_timeout, lambda s: print(s, flush=True),
+            share_compiled=not args.cold)
     wall = time.monotonic() - t0
 
     order = {md.stem: i for i, md in enumerate(sources)}
-    rows = sorted(todo.jobs + todo.invalid, key=lambda j: (order[j.chapter], j.variant != "default"))
+    rows = sorted(todo.jobs + todo.invalid, key=lambda j: (order[j.chapter], j.variant not in ("nbval", "default")))
     report = {
         "started": started.isoformat(timespec="seconds"),
         "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "jobs": args.jobs,
+        "shared_compilation": not args.cold,
         "load_before": load,
         "load_after": [round(x, 2) for x in os.getloadavg()],
         "wall_seconds": round(wall, 1),
