@@ -1,6 +1,6 @@
 # Two commands set everything up (README.md):
 #   make book   - create .venv, install the pinned stack, execute every chapter, render _build/html
-#   make test   - unit tests, notebook-pair sync, nbval on every chapter, every declared variant,
+#   make test   - unit tests, notebook-pair sync, nbval on every chapter and its declared variants,
 #                 strict book build, browser check of every page (installs chromium with apt)
 # Running chapters yourself (book/run_yourself.md):
 #   make lab                                   - JupyterLab; notebooks/*.md open as notebooks
@@ -71,24 +71,38 @@ html: setup
 book: setup notebooks
 	$(MAKE) --no-print-directory html
 
+# The unit tests' environment. Their xdist workers share one JAX compilation cache in a
+# temporary folder (a program both compile, such as a zoo model's reference Jacobian, is compiled
+# once; JAX writes entries without a lock, and a read that meets a half-written entry only warns
+# and compiles again). They compile with JAX_DISABLE_MOST_OPTIMIZATIONS: LLVM's backend
+# optimisation off, which makes XLA compile the ~10^4 small test programs about twice as fast;
+# the programs the helpers build are the same, the tests compare values (against references
+# compiled the same way), and the chapters, nbval and the benchmarks run fully optimised.
+UNIT_ENV = cache=$$(mktemp -d) && trap 'rm -rf "$$cache"' EXIT && export JAX_COMPILATION_CACHE_DIR="$$cache" \
+  JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=-1 \
+  JAX_DISABLE_MOST_OPTIMIZATIONS=1 &&
+
 unit: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(JOBS) tests
+	@$(UNIT_ENV) $(BIN)/python -m pytest -q -n $(JOBS) tests
 
 pairs: $(STAMP)
 	$(BIN)/python -m pytest -q tests/test_notebook_pairs.py
 
+# nbval alone on every chapter, JOBS at a time (one per xdist worker), the longest first.
 nbval: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile --nbval --nbval-current-env --nbval-cell-timeout=900 $(IPYNBS)
-
-# Each stage prints its wall time. Unit tests run in JOBS xdist workers; nbval runs JOBS chapters
-# at a time (one per worker), the longest (by the last recorded `make variants`) first.
-test: setup chromium
-	@TIMEFORMAT="make test: unit tests %0R s"; time $(BIN)/python -m pytest -q -n $(JOBS) --durations=15 tests
-	@TIMEFORMAT="make test: nbval on every chapter %0R s"; time \
-	  XLA_FLAGS="$(strip $(XLA_FLAGS) $(if $(filter-out 1,$(JOBS)),$(XLA_ONE_THREAD)))" \
+	XLA_FLAGS="$(strip $(XLA_FLAGS) $(if $(filter-out 1,$(JOBS)),$(XLA_ONE_THREAD)))" \
 	  $(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile --no-loadscope-reorder \
 	  --nbval --nbval-current-env --nbval-cell-timeout=900 $$($(BIN)/python -m tools.variants --longest-first)
-	@TIMEFORMAT="make test: declared variants %0R s"; time $(BIN)/python -m tools.variants --jobs $(JOBS)
+
+# Each stage prints its wall time. Unit tests run in JOBS xdist workers. Then every chapter as
+# a chain (tools/variants.py --nbval): nbval on its stored notebook, then its declared variants,
+# one after the other, sharing the chapter's compiled programs (a per-chapter JAX compilation
+# cache in a temporary folder); JOBS chapters at a time, the longest (by the last recorded
+# `make variants`) first.
+test: setup chromium
+	@$(UNIT_ENV) TIMEFORMAT="make test: unit tests %0R s"; time $(BIN)/python -m pytest -q -n $(JOBS) --durations=15 tests
+	@TIMEFORMAT="make test: nbval and declared variants of every chapter %0R s"; time \
+	  $(BIN)/python -m tools.variants --jobs $(JOBS) --nbval
 	rm -rf _build/html _build/.doctrees _build/jupyter_execute
 	@TIMEFORMAT="make test: strict book build %0R s"; time \
 	  $(MAKE) --no-print-directory html JB_FLAGS="-W -n --keep-going"
