@@ -118,7 +118,7 @@ def _expected_times(jobs: list[Job], record: Path) -> None:
 # JAX's persistent compilation cache, per chapter: every compiled program (any size, any compile
 # time) is written to disk, and a later run of the same chapter loads it instead of compiling it
 # again. A seed variant has the shapes of the chapter's own run, so it compiles almost nothing;
-# compilation is a third to two thirds of a chapter's run time on this CPU. A loaded program is
+# compilation is a quarter to two thirds of a chapter's run time on this CPU. A loaded program is
 # the same executable, so results are bit-identical.
 CACHE_ENV = {
     "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
