@@ -37,6 +37,7 @@ import scipy.linalg
 from jax.flatten_util import ravel_pytree
 
 from . import _checks
+from . import models as _models
 from . import curvature as _curvature
 
 __all__ = [
@@ -286,7 +287,7 @@ def sample_population(M: Any, *, key: jax.Array, size: int, antithetic: bool = T
             f"size = {size} is too small to give a sample covariance of full rank P = {p}; "
             f"need size > P or exact_moments=False"
         )
-    eps = np.asarray(jax.random.normal(key, (half, p), dtype=jnp.float64 if jax.config.jax_enable_x64 else jnp.float32), dtype=np.float64)
+    eps = np.asarray(_models.normal(key, (half, p), dtype=jnp.float64 if jax.config.jax_enable_x64 else jnp.float32), dtype=np.float64)
     if antithetic:
         eps = np.concatenate([eps, -eps], axis=0)
     if exact_moments:

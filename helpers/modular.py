@@ -25,6 +25,7 @@ import numpy as np
 import optax
 
 from . import _checks
+from . import models as _models
 from . import train as _train
 
 __all__ = [
@@ -163,8 +164,8 @@ def init_params(key: jax.Array, p: int, width: int, *, dtype=jnp.float32) -> dic
     _check_float_dtype(dtype)
     k1, k2 = jax.random.split(key)
     return {
-        "W1": jax.random.normal(k1, (width, 2 * p), dtype),
-        "W2": jax.random.normal(k2, (p, width), dtype),
+        "W1": _models.normal(k1, (width, 2 * p), dtype),
+        "W2": _models.normal(k2, (p, width), dtype),
     }
 
 

@@ -37,6 +37,7 @@ from jax.flatten_util import ravel_pytree
 from scipy.optimize import linear_sum_assignment
 
 from . import _checks
+from . import models as _models
 from . import train as _train
 
 __all__ = [
@@ -177,8 +178,8 @@ def make_data(
     normalize = _checks.boolean(normalize, "normalize")
     dtype = _check_dtype(dtype)
     k_on, k_val = jax.random.split(key)
-    on = jax.random.uniform(k_on, (n_points, n_features)) >= sparsity
-    x = jnp.where(on, jax.random.uniform(k_val, (n_points, n_features), dtype=dtype), 0).astype(dtype)
+    on = _models.uniform(k_on, (n_points, n_features)) >= sparsity
+    x = jnp.where(on, _models.uniform(k_val, (n_points, n_features), dtype=dtype), 0).astype(dtype)
     if normalize:
         norm = jnp.linalg.norm(x, axis=1, keepdims=True)
         x = x / jnp.where(norm > 0, norm, 1)
@@ -206,7 +207,7 @@ def init_params(n_features: int, n_hidden: int, *, key: jax.Array, dtype=jnp.flo
             "n features into m <= n hidden dimensions"
         )
     std = np.sqrt(2.0 / (n_hidden + n_features))
-    w = (std * jax.random.normal(key, (n_hidden, n_features), dtype)).astype(dtype)
+    w = (std * _models.normal(key, (n_hidden, n_features), dtype)).astype(dtype)
     return {"w": w, "b": jnp.zeros((n_features,), dtype)}
 
 

@@ -42,6 +42,7 @@ import numpy as np
 import optax
 
 from . import _checks
+from . import models as _models
 
 __all__ = [
     "PARAM_KEYS",
@@ -227,7 +228,7 @@ def init_params(key, p: int, *, d_model: int, n_heads: int, d_head: int, d_mlp: 
     }
     keys = jax.random.split(key, len(PARAM_KEYS))
     return {
-        name: jax.random.normal(k, shapes[name][0], dtype) / np.sqrt(shapes[name][1]).astype(dtype)
+        name: _models.normal(k, shapes[name][0], dtype) / np.sqrt(shapes[name][1]).astype(dtype)
         for name, k in zip(PARAM_KEYS, keys)
     }
 
