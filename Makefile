@@ -98,14 +98,15 @@ nbval: $(STAMP)
 # a chain (tools/variants.py --nbval): nbval on its stored notebook, then its declared variants,
 # one after the other, sharing the chapter's compiled programs (a per-chapter JAX compilation
 # cache in a temporary folder); JOBS chapters at a time, the longest (by the last recorded
-# `make variants`) first.
+# `make variants`) first. The strict book build (-W -n) needs none of those runs (the book shows
+# the stored outputs): it runs in the first slot that frees once every chain has started (--then),
+# on the core the last chain leaves idle. Then the browser check of the built pages.
+STRICT_BUILD = rm -rf _build/html _build/.doctrees _build/jupyter_execute && \
+  $(MAKE) --no-print-directory html JB_FLAGS="-W -n --keep-going"
 test: setup chromium
 	@$(UNIT_ENV) TIMEFORMAT="make test: unit tests %0R s"; time $(BIN)/python -m pytest -q -n $(JOBS) --durations=15 tests
-	@TIMEFORMAT="make test: nbval and declared variants of every chapter %0R s"; time \
-	  $(BIN)/python -m tools.variants --jobs $(JOBS) --nbval
-	rm -rf _build/html _build/.doctrees _build/jupyter_execute
-	@TIMEFORMAT="make test: strict book build %0R s"; time \
-	  $(MAKE) --no-print-directory html JB_FLAGS="-W -n --keep-going"
+	@TIMEFORMAT="make test: nbval and declared variants of every chapter, and the strict book build %0R s"; time \
+	  $(BIN)/python -m tools.variants --jobs $(JOBS) --nbval --then '$(STRICT_BUILD)'
 	@TIMEFORMAT="make test: browser check %0R s"; time $(MAKE) --no-print-directory browser
 
 # Headless Chromium for the browser check: the Debian package, installed with apt when missing
