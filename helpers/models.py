@@ -54,7 +54,7 @@ def _prefix_stable(key: Any) -> bool:
     of a flat draw of any larger size. True for the threefry generator with
     ``jax_threefry_partitionable`` on (JAX's default since 0.5), where element i's bits come from
     the counter i alone; the test suite checks it on the pinned JAX."""
-    if isinstance(key, jax.core.Tracer) or not jax.config.jax_threefry_partitionable:
+    if not jax.config.jax_threefry_partitionable:
         return False
     if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
         impl = str(jax.random.key_impl(key))
@@ -80,16 +80,21 @@ def _bucketed(draw: Callable, key: Any, shape: Sequence[int], dtype: Any, **kwar
     if n == 0 or not _prefix_stable(key):
         return draw(key, shape, dtype, **kwargs)
     size = max(_MIN_BUCKET, 1 << (n - 1).bit_length())
-    flat = np.asarray(draw(key, (size,), dtype, **kwargs))
-    return jnp.asarray(flat[:n].reshape(shape))
+    flat = draw(key, (size,), dtype, **kwargs)
+    if isinstance(flat, jax.core.Tracer):
+        # under jit (one program: the slice is fused) or an eager vmap over keys (the slice and
+        # reshape compile small programs, far cheaper than a draw of each shape)
+        return flat[:n].reshape(shape)
+    return jnp.asarray(np.asarray(flat)[:n].reshape(shape))
 
 
 def normal(key: Any, shape: Sequence[int], dtype: Any = None) -> jax.Array:
     """Standard normal draws, equal bit for bit to ``jax.random.normal(key, shape, dtype)``.
 
     Drawn as a prefix of a flat draw of power-of-two size (see the module docstring), so that
-    models of many widths share a few compiled programs. Inside ``jit``, or with a generator
-    whose draws are not prefix-stable, it calls ``jax.random.normal`` as it is.
+    models of many widths share a few compiled programs, also under an eager ``jax.vmap`` over
+    keys (inside ``jit`` it is one more slice in the program). With a generator whose draws are
+    not prefix-stable it calls ``jax.random.normal`` as it is.
 
     Args:
         key: PRNG key.

@@ -42,8 +42,11 @@ def test_bit_for_bit_equal_to_jax_random(x64, dtype, key):
 
 def test_inside_jit_and_vmap_it_is_jax_random():
     keys = jax.random.split(jax.random.PRNGKey(0), 3)
-    got = jax.jit(jax.vmap(lambda k: models.normal(k, (4, 5))))(keys)
-    assert _same(got, jax.vmap(lambda k: jax.random.normal(k, (4, 5)))(keys))
+    want = jax.vmap(lambda k: jax.random.normal(k, (4, 5)))(keys)
+    assert _same(jax.jit(jax.vmap(lambda k: models.normal(k, (4, 5))))(keys), want)
+    assert _same(jax.vmap(lambda k: models.normal(k, (4, 5)))(keys), want)
+    typed = jax.random.split(jax.random.key(0), 2)
+    assert _same(jax.vmap(lambda k: models.uniform(k, (3, 7)))(typed), jax.vmap(lambda k: jax.random.uniform(k, (3, 7)))(typed))
 
 
 def test_a_generator_that_is_not_prefix_stable_is_drawn_as_it_is():
@@ -71,5 +74,9 @@ def test_many_shapes_share_few_compiled_programs(caplog):
     key = jax.random.PRNGKey(1)
     shapes = [(w, 11) for w in range(190, 230)]
     assert _compilations(lambda sh: models.normal(key, sh, jnp.float32), shapes, caplog) <= 1
+    # under an eager vmap over keys (how chapters initialise a model per seed), too
+    keys = jax.random.split(key, 3)
+    vshapes = [(w, 17) for w in range(190, 200)]
+    assert _compilations(lambda sh: jax.vmap(lambda k: models.normal(k, sh, jnp.float32))(keys), vshapes, caplog) <= 1
     control = [(w, 13) for w in range(190, 195)]
     assert _compilations(lambda sh: jax.random.normal(key, sh, jnp.float32), control, caplog) == len(control)
