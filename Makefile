@@ -32,16 +32,22 @@ XLA_ONE_THREAD := --xla_cpu_multi_thread_eigen=false
 PORT ?= 8888
 
 .PHONY: all book test setup notebooks unit pairs nbval html lock benchmarks bench bench-peers clean variants chapter lab pages
-.PHONY: chromium browser
+.PHONY: chromium browser book-checks
 
 all: book
 
 setup: $(STAMP) $(MATHJAX)
 
+# The lock is complete (a freeze), so it installs with --no-deps: the venv is exactly the lock.
+# It leaves out one optional package: rfc3987-syntax (and its lark), jsonschema's checker of the
+# "iri" string format, which jupyter-events' jsonschema[format-nongpl] would pull in. Importing it
+# builds some 25 Earley parsers (1.4 s), paid by every process that imports nbformat (each chapter
+# kernel, papermill and nbval runner, the book build: about 100 s of CPU per `make test`);
+# nothing here validates IRIs, and `pip check` finds no broken requirement without it.
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip==26.3
-	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
@@ -98,15 +104,20 @@ nbval: $(STAMP)
 # a chain (tools/variants.py --nbval): nbval on its stored notebook, then its declared variants,
 # one after the other, sharing the chapter's compiled programs (a per-chapter JAX compilation
 # cache in a temporary folder); JOBS chapters at a time, the longest (by the last recorded
-# `make variants`) first. The strict book build (-W -n) needs none of those runs (the book shows
-# the stored outputs): it runs in the first slot that frees once every chain has started (--then),
-# on the core the last chain leaves idle. Then the browser check of the built pages.
-STRICT_BUILD = rm -rf _build/html _build/.doctrees _build/jupyter_execute && \
-  $(MAKE) --no-print-directory html JB_FLAGS="-W -n --keep-going"
+# `make variants`) first. The strict book build (-W -n) and the browser check of its pages need
+# none of those runs (the book shows the stored outputs): `make book-checks` runs them in the
+# first slot that frees once every chain has started (--then), beside the last chains, on the
+# core they leave idle.
 test: setup chromium
 	@$(UNIT_ENV) TIMEFORMAT="make test: unit tests %0R s"; time $(BIN)/python -m pytest -q -n $(JOBS) --durations=15 tests
-	@TIMEFORMAT="make test: nbval and declared variants of every chapter, and the strict book build %0R s"; time \
-	  $(BIN)/python -m tools.variants --jobs $(JOBS) --nbval --then '$(STRICT_BUILD)'
+	@TIMEFORMAT="make test: nbval and declared variants of every chapter, and beside them make book-checks %0R s"; time \
+	  $(BIN)/python -m tools.variants --jobs $(JOBS) --nbval --then "$(MAKE) --no-print-directory book-checks"
+
+# The strict book build from the stored outputs, then the browser check of every page.
+book-checks: setup chromium
+	rm -rf _build/html _build/.doctrees _build/jupyter_execute
+	@TIMEFORMAT="make test: strict book build %0R s"; time \
+	  $(MAKE) --no-print-directory html JB_FLAGS="-W -n --keep-going"
 	@TIMEFORMAT="make test: browser check %0R s"; time $(MAKE) --no-print-directory browser
 
 # Headless Chromium for the browser check: the Debian package, installed with apt when missing
@@ -178,7 +189,8 @@ lock:
 	/tmp/entk-lock-venv/bin/pip install --quiet --upgrade pip==26.3
 	/tmp/entk-lock-venv/bin/pip install --quiet -r requirements.in
 	# --all keeps setuptools and wheel pinned too (the editable install of helpers needs them)
-	/tmp/entk-lock-venv/bin/pip freeze --all --exclude-editable | grep -v '^pip==' > requirements.lock
+	/tmp/entk-lock-venv/bin/pip freeze --all --exclude-editable | grep -v '^pip==' \
+	  | grep -v -e '^rfc3987-syntax==' -e '^lark==' > requirements.lock
 
 clean:
 	rm -rf _build _vendor
