@@ -105,13 +105,13 @@ nbval: $(STAMP)
 # one after the other, sharing the chapter's compiled programs (a per-chapter JAX compilation
 # cache in a temporary folder); JOBS chapters at a time, the longest (by the last recorded
 # `make variants`) first. The strict book build (-W -n) and the browser check of its pages need
-# none of those runs (the book shows the stored outputs): `make book-checks` runs them beside the
-# chains from the start (--beside); the browser check uses under one core, and the chapters fill
-# what it leaves idle.
+# none of those runs (the book shows the stored outputs): `make book-checks` runs them in the
+# first slot that frees once every chain has started (--then), beside the last chains, on the
+# core they leave idle.
 test: setup chromium
 	@$(UNIT_ENV) TIMEFORMAT="make test: unit tests %0R s"; time $(BIN)/python -m pytest -q -n $(JOBS) --durations=15 tests
 	@TIMEFORMAT="make test: nbval and declared variants of every chapter, and beside them make book-checks %0R s"; time \
-	  $(BIN)/python -m tools.variants --jobs $(JOBS) --nbval --beside "$(MAKE) --no-print-directory book-checks"
+	  $(BIN)/python -m tools.variants --jobs $(JOBS) --nbval --then "$(MAKE) --no-print-directory book-checks"
 
 # The strict book build from the stored outputs, then the browser check of every page.
 book-checks: setup chromium

@@ -188,11 +188,11 @@ def test_runner_on_a_tiny_chapter(tiny, tmp_path):
     out = tmp_path / "out"
     res = subprocess.run(
         [sys.executable, "-m", "tools.variants", "--notebooks", str(tiny), "--out", str(out),
-         "--record-dir", str(tmp_path / "rec"), "--jobs", "2", "--beside", "echo BESIDE-RAN"],
+         "--record-dir", str(tmp_path / "rec"), "--jobs", "2", "--then", "echo THEN-RAN"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert res.returncode == 1, res.stdout + res.stderr
-    assert "exit status 0) ---\nBESIDE-RAN" in res.stdout, res.stdout  # --beside's output, after the table
+    assert "exit status 0) ---\nTHEN-RAN" in res.stdout, res.stdout  # --then's output, after the table
     report = json.loads((out / "results.json").read_text())
     rows = {(r["chapter"], r["variant"]): r for r in report["runs"]}
     assert set(rows) == {("01_tiny", "n5"), ("01_tiny", "too-many"), ("02_tiny", "(variants file)")}
@@ -219,12 +219,12 @@ def test_runner_on_a_tiny_chapter(tiny, tmp_path):
     assert [o["ename"] for c in nb.cells if c.cell_type == "code" for o in c.outputs if o["output_type"] == "error"] == ["AssertionError"]
 
 
-def test_beside_runs_with_the_chains_and_its_failure_fails_the_run(tmp_path):
-    """--beside (the strict build and the browser check in `make test`): its output kept, its exit
-    status returned; main fails on it even when every chapter passes."""
+def test_then_runs_after_the_chains_and_its_failure_fails_the_run(tmp_path):
+    """--then (the strict book build in `make test`): started once no chain is waiting, its output
+    kept, its exit status returned; main fails on it even when every chapter passes."""
     lines = []
-    side = variants.run([], 2, tmp_path, tmp_path / "failed", 60, lines.append, beside="echo built; exit 3")
-    assert side["returncode"] == 3 and side["log"] == "built\n" and side["seconds"] >= 0
+    after = variants.run([], 2, tmp_path, tmp_path / "failed", 60, lines.append, then="echo built; exit 3")
+    assert after["returncode"] == 3 and after["log"] == "built\n" and after["seconds"] >= 0
     assert lines and lines[0].startswith("FAIL echo built; exit 3")
     folder = tmp_path / "empty"
     folder.mkdir()
@@ -232,7 +232,7 @@ def test_beside_runs_with_the_chains_and_its_failure_fails_the_run(tmp_path):
     (folder / "01_x.variants.yml").write_text("regime: r.\nvariants: []\n")
     res = subprocess.run(
         [sys.executable, "-m", "tools.variants", "--notebooks", str(folder), "--out", str(tmp_path / "o"), "--only", "01",
-         "--min-variants", "0", "--beside", "echo built; exit 3"],
+         "--min-variants", "0", "--then", "echo built; exit 3"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert "0 failed" in res.stdout and "exit status 3" in res.stdout and res.returncode == 1, res.stdout + res.stderr

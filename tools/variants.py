@@ -160,15 +160,14 @@ def _nbval_failure(log_text: str) -> str:
 
 def run(
     jobs: list[Job], n_jobs: int, workdir: Path, failed_dir: Path, cell_timeout: int, echo, share_compiled: bool = True,
-    beside: str | None = None,
+    then: str | None = None,
 ) -> dict | None:
     """Execute ``jobs``, filling in their results: one chain per chapter (its own-values run or
     nbval first, then its variants), ``n_jobs`` chains at a time, longest first.
 
-    ``beside``, a shell command, runs beside the chains from the start, outside the ``n_jobs``
-    slots (``make test`` runs the strict book build and the browser check so: they need none of the
-    runs, and the browser check uses under one core, so the chapters fill what it leaves idle).
-    Returns ``{"returncode", "seconds", "log"}`` for it.
+    ``then``, a shell command, starts in the first slot that frees once every chain has started
+    (``make test`` runs the strict book build there: it needs none of the runs, and it takes the
+    core that the last chain leaves idle). Returns ``{"returncode", "seconds", "log"}`` for it.
 
     The runs of a chain are sequential and, with ``share_compiled``, share a JAX persistent
     compilation cache in ``workdir/jax-cache/<chapter>``: a variant loads the programs the
@@ -181,11 +180,8 @@ def run(
         base.pop(key, None)
     waiting = chains(jobs)
     running: list[tuple[Job, subprocess.Popen, Path, float, list[Job], dict]] = []
-    side: dict | None = None
-    if beside is not None:
-        side = {"returncode": None, "seconds": None, "log": workdir / "beside.log", "t0": time.monotonic()}
-        with open(side["log"], "w") as log:
-            side["proc"] = subprocess.Popen(beside, shell=True, cwd=chapters.ROOT, stdout=log, stderr=subprocess.STDOUT)
+    after: dict | None = None if then is None else {"proc": None, "returncode": None, "seconds": None,
+                                                     "log": workdir / "then.log"}
 
     def start(rest: list[Job], env: dict) -> None:
         if not rest:
@@ -200,19 +196,26 @@ def run(
             )
         running.append((job, proc, log_path, time.monotonic(), rest, env))
 
-    while waiting or running or (side is not None and side["returncode"] is None):
-        while waiting and len(running) < n_jobs:
+    def after_running() -> bool:
+        return after is not None and after["proc"] is not None and after["returncode"] is None
+
+    while waiting or running or (after is not None and after["returncode"] is None):
+        while waiting and len(running) + after_running() < n_jobs:
             chain = waiting.pop(0)
             env = dict(base)
             if share_compiled:
                 env["JAX_COMPILATION_CACHE_DIR"] = str(workdir / "jax-cache" / chain[0].chapter)
                 env.update(CACHE_ENV)
             start(chain, env)
+        if after is not None and after["proc"] is None and not waiting and len(running) < n_jobs:
+            with open(after["log"], "w") as log:
+                after["proc"] = subprocess.Popen(then, shell=True, cwd=chapters.ROOT, stdout=log, stderr=subprocess.STDOUT)
+            after["t0"] = time.monotonic()
         time.sleep(0.2)
-        if side is not None and side["returncode"] is None and side["proc"].poll() is not None:
-            side["returncode"] = side["proc"].returncode
-            side["seconds"] = time.monotonic() - side["t0"]
-            echo(f"{'pass' if side['returncode'] == 0 else 'FAIL'} {beside} ({side['seconds']:.0f} s, beside the chapters)")
+        if after_running() and after["proc"].poll() is not None:
+            after["returncode"] = after["proc"].returncode
+            after["seconds"] = time.monotonic() - after["t0"]
+            echo(f"{'pass' if after['returncode'] == 0 else 'FAIL'} {then} ({after['seconds']:.0f} s, beside the chapters)")
         for item in list(running):
             job, proc, log_path, t0, rest, env = item
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -226,10 +229,10 @@ def run(
             _collect(job, proc.returncode, log_path, workdir, failed_dir)
             echo(_line(job))
             start(rest, env)
-    if side is not None:
-        side["log"] = side["log"].read_text(errors="replace")
-        del side["proc"], side["t0"]
-    return side
+    if after is not None:
+        after["log"] = after["log"].read_text(errors="replace")
+        del after["proc"]
+    return after
 
 
 def _collect(job: Job, returncode: int, log_path: Path, workdir: Path, failed_dir: Path) -> None:
@@ -326,8 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cold", action="store_true",
                         help="no compilation cache shared by a chapter's runs: every run compiles all it uses")
     parser.add_argument("--record", action="store_true", help="also write book/generated/variants.{json,md}")
-    parser.add_argument("--beside", metavar="COMMAND",
-                        help="a shell command run beside the chains, from the start and outside the --jobs slots "
+    parser.add_argument("--then", metavar="COMMAND",
+                        help="a shell command to run in the first slot that frees once every chain has started "
                              "(its output is printed at the end; its failure fails the run)")
     parser.add_argument("--check", action="store_true", help="validate the variants files only")
     parser.add_argument("--out", type=Path, default=BUILD, help="where results.{json,md} go")
@@ -379,8 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     failed_dir = args.out / "failed"
     shutil.rmtree(failed_dir, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix="entk-variants-") as tmp:
-        side = run(todo.jobs, args.jobs, Path(tmp), failed_dir, args.cell_timeout, lambda s: print(s, flush=True),
-                   share_compiled=not args.cold, beside=args.beside)
+        after = run(todo.jobs, args.jobs, Path(tmp), failed_dir, args.cell_timeout, lambda s: print(s, flush=True),
+                    share_compiled=not args.cold, then=args.then)
     wall = time.monotonic() - t0
 
     order = {md.stem: i for i, md in enumerate(sources)}
@@ -421,10 +424,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     if failed_dir.exists():
         print(f"executed notebooks of the failures: {_rel(failed_dir)}/")
-    if side is not None:
-        print(f"\n--- {args.beside} (run beside the chapters: {side['seconds']:.0f} s, exit status {side['returncode']}) ---")
-        print(side["log"].rstrip())
-        if side["returncode"] != 0:
+    if after is not None:
+        print(f"\n--- {args.then} (run beside the last chapters: {after['seconds']:.0f} s, exit status {after['returncode']}) ---")
+        print(after["log"].rstrip())
+        if after["returncode"] != 0:
             return 1
     return 0 if report["failed"] == 0 else 1
 
