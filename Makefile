@@ -44,12 +44,10 @@ setup: $(STAMP) $(MATHJAX)
 # builds some 25 Earley parsers (1.4 s), paid by every process that imports nbformat (each chapter
 # kernel, papermill and nbval runner, the book build: about 100 s of CPU per `make test`);
 # nothing here validates IRIs, and `pip check` finds no broken requirement without it.
-# --no-compile: no bytecode for the ~150 packages at install (48 s -> 16 s here); Python writes it
-# for the modules that are imported, the first time they are.
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip==26.3
-	$(BIN)/python -m pip install --quiet --no-deps --no-compile -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 

@@ -85,7 +85,7 @@ def test_wheel_installs_and_computes_a_kernel(tmp_path):
     py = venv / "bin" / "python"
     lock = ROOT / "requirements.lock"
     install = subprocess.run(
-        [str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile", str(wheel), "-c", str(lock)],
+        [str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", str(wheel), "-c", str(lock)],
         capture_output=True,
         text=True,
         env=_clean_env(),
